@@ -1,0 +1,322 @@
+/* Mapped input files and atomically published output files. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "file.h"
+
+/* ---- inputs --------------------------------------------------------------------------------- */
+
+qw_status qw_mapped_open(const char *path, qw_mapped *out, qw_error *err) {
+    memset(out, 0, sizeof *out);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        qw_status st = errno == ENOENT ? QW_ERR_NOT_FOUND : QW_ERR_IO;
+        return qw_fail(err, st, "%s: cannot open: %s", path, strerror(errno));
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        return qw_fail(err, QW_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return qw_fail(err, QW_ERR_INVALID_ARG, "%s: not a regular file", path);
+    }
+    out->path = qw_strdup(path);
+    if (!out->path) {
+        close(fd);
+        return qw_fail(err, QW_ERR_NO_MEMORY, "%s: out of memory", path);
+    }
+    out->size = (size_t)sb.st_size;
+    if (out->size > 0) {
+        void *p = mmap(NULL, out->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            qw_mapped_close(out);
+            return qw_fail(err, QW_ERR_IO, "%s: cannot map: %s", path, strerror(e));
+        }
+        out->data = p;
+        out->owns_map = true;
+    }
+    close(fd);
+    return QW_OK;
+}
+
+qw_status qw_mapped_wrap(const void *data, size_t size, const char *label, qw_mapped *out,
+                         qw_error *err) {
+    memset(out, 0, sizeof *out);
+    out->data = data;
+    out->size = size;
+    out->path = qw_strdup(label ? label : "<memory>");
+    if (!out->path) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    return QW_OK;
+}
+
+void qw_mapped_close(qw_mapped *m) {
+    if (!m) return;
+    if (m->owns_map && m->data) munmap((void *)m->data, m->size);
+    qw_free(m->path);
+    memset(m, 0, sizeof *m);
+}
+
+qw_status qw_file_read_all(const char *path, size_t max_bytes, char **out, size_t *out_len,
+                           qw_error *err) {
+    *out = NULL;
+    if (out_len) *out_len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        qw_status st = errno == ENOENT ? QW_ERR_NOT_FOUND : QW_ERR_IO;
+        return qw_fail(err, st, "%s: cannot open: %s", path, strerror(errno));
+    }
+    qw_buf b = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (b.len + n > max_bytes) {
+            fclose(f);
+            qw_buf_free(&b);
+            return qw_fail(err, QW_ERR_CORRUPT, "%s: larger than the %zu bytes allowed", path,
+                           max_bytes);
+        }
+        if (!qw_buf_append(&b, chunk, n)) {
+            fclose(f);
+            qw_buf_free(&b);
+            return qw_fail(err, QW_ERR_NO_MEMORY, "%s: out of memory", path);
+        }
+    }
+    bool failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        qw_buf_free(&b);
+        return qw_fail(err, QW_ERR_IO, "%s: read error", path);
+    }
+    if (!b.data && !qw_buf_append(&b, "", 0)) {
+        return qw_fail(err, QW_ERR_NO_MEMORY, "%s: out of memory", path);
+    }
+    *out = b.data;
+    if (out_len) *out_len = b.len;
+    return QW_OK;
+}
+
+bool qw_path_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+bool qw_path_is_dir(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+bool qw_path_is_file(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+char *qw_path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir);
+    if (n > 0 && dir[n - 1] == '/') return qw_sprintf("%s%s", dir, name);
+    return qw_sprintf("%s/%s", dir, name);
+}
+
+qw_status qw_mkdir_p(const char *path, qw_error *err) {
+    char *p = qw_strdup(path);
+    if (!p) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    for (char *s = p + 1;; s++) {
+        if (*s == '/' || *s == '\0') {
+            char saved = *s;
+            *s = '\0';
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+                qw_status st = qw_fail(err, QW_ERR_IO, "%s: cannot create directory: %s", p,
+                                       strerror(errno));
+                qw_free(p);
+                return st;
+            }
+            *s = saved;
+            if (saved == '\0') break;
+        }
+    }
+    qw_free(p);
+    if (!qw_path_is_dir(path)) {
+        return qw_fail(err, QW_ERR_IO, "%s: exists and is not a directory", path);
+    }
+    return QW_OK;
+}
+
+char *qw_path_basename(const char *path) {
+    size_t end = strlen(path);
+    while (end > 1 && path[end - 1] == '/') end--;
+    size_t begin = end;
+    while (begin > 0 && path[begin - 1] != '/') begin--;
+    return qw_strndup(path + begin, end - begin);
+}
+
+/* ---- outputs -------------------------------------------------------------------------------- */
+
+#define OUTPUT_BUFFER_BYTES (4u << 20)
+#define TEMP_MARK ".qwodel-tmp-"
+
+struct qw_output {
+    int fd;
+    char *final_path;
+    char *temp_path;
+    uint8_t *buffer;
+    size_t buffered;
+    uint64_t offset;
+};
+
+/* "<dir>/.<name>.qwodel-tmp-" : the prefix every temporary file of final_path starts with. */
+static char *temp_prefix(const char *final_path) {
+    const char *slash = strrchr(final_path, '/');
+    if (!slash) return qw_sprintf("." "%s" TEMP_MARK, final_path);
+    return qw_sprintf("%.*s/.%s" TEMP_MARK, (int)(slash - final_path), final_path, slash + 1);
+}
+
+qw_status qw_output_open(const char *final_path, qw_output **out, qw_error *err) {
+    *out = NULL;
+    qw_output *o = qw_calloc(1, sizeof *o);
+    char *prefix = temp_prefix(final_path);
+    if (!o || !prefix) {
+        qw_free(o);
+        qw_free(prefix);
+        return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    }
+    o->fd = -1;
+    o->final_path = qw_strdup(final_path);
+    o->buffer = qw_malloc(OUTPUT_BUFFER_BYTES);
+    static unsigned counter;
+    for (int attempt = 0; attempt < 100 && o->fd < 0; attempt++) {
+        qw_free(o->temp_path);
+        o->temp_path = qw_sprintf("%s%ld-%u", prefix, (long)getpid(),
+                                  __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
+        if (!o->temp_path) break;
+        o->fd = open(o->temp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (o->fd < 0 && errno != EEXIST) break;
+    }
+    qw_free(prefix);
+    if (o->fd < 0) {
+        qw_status st = (!o->final_path || !o->buffer || !o->temp_path)
+                           ? qw_fail(err, QW_ERR_NO_MEMORY, "out of memory")
+                           : qw_fail(err, QW_ERR_IO, "%s: cannot create: %s", o->temp_path,
+                                     strerror(errno));
+        qw_output_abort(o);
+        return st;
+    }
+    *out = o;
+    return QW_OK;
+}
+
+static qw_status output_flush(qw_output *o, qw_error *err) {
+    size_t done = 0;
+    while (done < o->buffered) {
+        ssize_t n = write(o->fd, o->buffer + done, o->buffered - done);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return qw_fail(err, QW_ERR_IO, "%s: write failed: %s", o->final_path, strerror(errno));
+        }
+        if (n == 0) return qw_fail(err, QW_ERR_IO, "%s: write made no progress", o->final_path);
+        done += (size_t)n;
+    }
+    o->buffered = 0;
+    return QW_OK;
+}
+
+qw_status qw_output_write(qw_output *o, const void *data, size_t bytes, qw_error *err) {
+    const uint8_t *p = data;
+    while (bytes > 0) {
+        size_t room = OUTPUT_BUFFER_BYTES - o->buffered;
+        size_t n = bytes < room ? bytes : room;
+        memcpy(o->buffer + o->buffered, p, n);
+        o->buffered += n;
+        o->offset += n;
+        p += n;
+        bytes -= n;
+        if (o->buffered == OUTPUT_BUFFER_BYTES) QW_TRY(output_flush(o, err));
+    }
+    return QW_OK;
+}
+
+qw_status qw_output_write_zeros(qw_output *o, size_t bytes, qw_error *err) {
+    static const uint8_t zeros[256];
+    while (bytes > 0) {
+        size_t n = bytes < sizeof zeros ? bytes : sizeof zeros;
+        QW_TRY(qw_output_write(o, zeros, n, err));
+        bytes -= n;
+    }
+    return QW_OK;
+}
+
+uint64_t qw_output_offset(const qw_output *o) { return o->offset; }
+
+const char *qw_output_temp_path(const qw_output *o) { return o->temp_path; }
+
+qw_status qw_output_commit(qw_output *o, qw_error *err) {
+    qw_status st = output_flush(o, err);
+    if (st == QW_OK && fsync(o->fd) != 0 && errno != EINVAL) {
+        st = qw_fail(err, QW_ERR_IO, "%s: sync failed: %s", o->final_path, strerror(errno));
+    }
+    if (st == QW_OK) {
+        int rc = close(o->fd);
+        o->fd = -1;
+        if (rc != 0) {
+            st = qw_fail(err, QW_ERR_IO, "%s: close failed: %s", o->final_path, strerror(errno));
+        }
+    }
+    if (st == QW_OK && rename(o->temp_path, o->final_path) != 0) {
+        st = qw_fail(err, QW_ERR_IO, "%s: cannot rename into place: %s", o->final_path,
+                     strerror(errno));
+    }
+    if (st != QW_OK) {
+        qw_output_abort(o);
+        return st;
+    }
+    qw_free(o->temp_path);
+    o->temp_path = NULL;
+    qw_output_abort(o);
+    return QW_OK;
+}
+
+void qw_output_abort(qw_output *o) {
+    if (!o) return;
+    if (o->fd >= 0) close(o->fd);
+    if (o->temp_path) unlink(o->temp_path);
+    qw_free(o->temp_path);
+    qw_free(o->final_path);
+    qw_free(o->buffer);
+    qw_free(o);
+}
+
+void qw_output_clean_stale(const char *final_path) {
+    char *prefix = temp_prefix(final_path);
+    if (!prefix) return;
+    const char *slash = strrchr(prefix, '/');
+    char *dir = slash ? qw_strndup(prefix, (size_t)(slash - prefix)) : qw_strdup(".");
+    const char *base = slash ? slash + 1 : prefix;
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strncmp(e->d_name, base, strlen(base)) != 0) continue;
+            /* Only files whose writer is gone: the pid is the number after the mark. */
+            long pid = strtol(e->d_name + strlen(base), NULL, 10);
+            if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) == 0) continue;
+            if (pid == (long)getpid()) continue;
+            char *p = qw_path_join(dir, e->d_name);
+            if (p) unlink(p);
+            qw_free(p);
+        }
+        closedir(d);
+    }
+    qw_free(dir);
+    qw_free(prefix);
+}

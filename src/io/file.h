@@ -1,0 +1,60 @@
+/*
+ * file.h — input files mapped read-only, and output files written under a temporary name and
+ * renamed into place only when complete.
+ */
+#ifndef QW_FILE_H
+#define QW_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+
+/* A read-only view of a whole file (mmap), or of a caller's memory buffer. */
+typedef struct qw_mapped {
+    const uint8_t *data;
+    size_t size;
+    char *path;     /* owned; for messages */
+    bool owns_map;  /* true: munmap on close */
+} qw_mapped;
+
+qw_status qw_mapped_open(const char *path, qw_mapped *out, qw_error *err);
+/* Wraps memory the caller keeps alive; `label` names it in messages. */
+qw_status qw_mapped_wrap(const void *data, size_t size, const char *label, qw_mapped *out,
+                         qw_error *err);
+void qw_mapped_close(qw_mapped *m);
+
+/* Reads a whole (small) file into a NUL-terminated buffer; refuses files above max_bytes. */
+qw_status qw_file_read_all(const char *path, size_t max_bytes, char **out, size_t *out_len,
+                           qw_error *err);
+
+bool qw_path_exists(const char *path);
+bool qw_path_is_dir(const char *path);
+bool qw_path_is_file(const char *path);
+/* "dir/name" (allocates). */
+char *qw_path_join(const char *dir, const char *name);
+/* Creates a directory and its parents (like mkdir -p). */
+qw_status qw_mkdir_p(const char *path, qw_error *err);
+/* Last path component without a trailing slash, allocated. */
+char *qw_path_basename(const char *path);
+
+/* An output file: written to "<dir>/.<name>.qwodel-tmp-<pid>-<n>" and renamed to its final path
+ * by qw_output_commit. qw_output_abort (or freeing without commit) removes the temporary file.
+ * Writes are buffered; every failure (disk full, I/O error) is reported. */
+typedef struct qw_output qw_output;
+
+qw_status qw_output_open(const char *final_path, qw_output **out, qw_error *err);
+qw_status qw_output_write(qw_output *o, const void *data, size_t bytes, qw_error *err);
+qw_status qw_output_write_zeros(qw_output *o, size_t bytes, qw_error *err);
+uint64_t qw_output_offset(const qw_output *o);
+/* Flushes, syncs, and renames into place; the handle is freed whatever the outcome. */
+qw_status qw_output_commit(qw_output *o, qw_error *err);
+/* Removes the temporary file and frees the handle; NULL is a no-op. */
+void qw_output_abort(qw_output *o);
+const char *qw_output_temp_path(const qw_output *o);
+
+/* Removes temporary files that an earlier, killed run left next to final_path. */
+void qw_output_clean_stale(const char *final_path);
+
+#endif /* QW_FILE_H */
