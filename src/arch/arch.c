@@ -192,6 +192,13 @@ qw_status qw_hparams_from_config(const json_t *config, const char *file, qw_hpar
     hp->has_rms_eps = found;
     QW_TRY(qw_json_get_bool(config, "tie_word_embeddings", file, &hp->tied_embeddings, NULL, err));
 
+    hp->rope_freqs_orig_ctx = 8192;
+    QW_TRY(qw_json_get_int(config, "original_max_position_embeddings", file,
+                           &hp->rope_freqs_orig_ctx, NULL, err));
+    if (hp->rope_freqs_orig_ctx <= 0) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "original_max_position_embeddings", -1,
+                          "%s: \"original_max_position_embeddings\" must be positive", file);
+    }
     const json_t *rs = json_object_get(config, "rope_scaling");
     if (rs && !json_is_null(rs)) {
         if (!json_is_object(rs)) {
@@ -394,7 +401,7 @@ void qw_arch_rope_freqs(const qw_hparams *hp, float *out, int64_t n) {
     const float dim = (float)(2 * n);
     const float factor = (float)hp->rope_factor;
     const float low = (float)hp->rope_low_freq_factor, high = (float)hp->rope_high_freq_factor;
-    const float orig = (float)hp->rope_orig_ctx;
+    const float orig = (float)hp->rope_freqs_orig_ctx;
     const float low_wavelen = orig / low, high_wavelen = orig / high;
     for (int64_t i = 0; i < n; i++) {
         float freq = 1.0f / powf(base, (float)(2 * i) / dim);

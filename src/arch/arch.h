@@ -46,7 +46,9 @@ typedef struct qw_hparams {
     double rope_factor;
     double rope_low_freq_factor;
     double rope_high_freq_factor;
-    int64_t rope_orig_ctx;
+    int64_t rope_orig_ctx;           /* rope_scaling.original_max_position_embeddings (yarn) */
+    int64_t rope_freqs_orig_ctx;     /* top-level original_max_position_embeddings, default
+                                      * 8192: what the converter reads for llama3 factors */
 } qw_hparams;
 
 /* One HF -> GGUF tensor name rule. "{L}" stands for the layer number in both patterns; the

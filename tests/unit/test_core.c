@@ -1,0 +1,217 @@
+/* core and file helpers: statuses, errors, the thread pool, buffers, output files. */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "file.h"
+#include "pool.h"
+#include "test.h"
+
+TEST(every_status_has_a_name_message_and_class) {
+    static const qw_status all[] = {
+#define QW_TEST_STATUS_(name, value, cls, msg) name,
+        QW_STATUS_MAP(QW_TEST_STATUS_)
+#undef QW_TEST_STATUS_
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        CHECK(qw_status_name(all[i])[0] == 'Q');
+        CHECK(strlen(qw_status_message(all[i])) > 3);
+        for (size_t j = 0; j < i; j++) CHECK(strcmp(qw_status_name(all[i]), qw_status_name(all[j])) != 0);
+    }
+    CHECK_EQ_STR(qw_status_name(QW_ERR_CORRUPT), "QW_ERR_CORRUPT");
+    CHECK_EQ_STR(qw_status_name((qw_status)999), "QW_ERR_UNKNOWN");
+    CHECK_EQ_INT(qw_status_class_of(QW_OK), QW_CLASS_OK);
+    CHECK_EQ_INT(qw_status_class_of(QW_ERR_UNKNOWN_BACKEND), QW_CLASS_VALIDATION);
+    CHECK_EQ_INT(qw_status_class_of(QW_ERR_UNSUPPORTED_ARCH), QW_CLASS_VALIDATION);
+    CHECK_EQ_INT(qw_status_class_of(QW_ERR_FORMAT_NOT_SUPPORTED), QW_CLASS_FORMAT_NOT_SUPPORTED);
+    CHECK_EQ_INT(qw_status_class_of(QW_ERR_DEPENDENCY), QW_CLASS_DEPENDENCY);
+    CHECK_EQ_INT(qw_status_class_of(QW_ERR_IO), QW_CLASS_QUANTIZATION);
+    CHECK_EQ_INT(qw_status_class_of((qw_status)999), QW_CLASS_QUANTIZATION);
+}
+
+TEST(errors_carry_context) {
+    qw_error err;
+    qw_error_clear(&err);
+    CHECK_EQ_INT(err.offset, -1);
+    CHECK_EQ_INT(qw_fail_at(&err, QW_ERR_CORRUPT, "blk.0.x", 42, "bad %d", 7), QW_ERR_CORRUPT);
+    CHECK_EQ_STR(err.tensor, "blk.0.x");
+    CHECK_EQ_INT(err.offset, 42);
+    CHECK_EQ_STR(err.message, "bad 7");
+    qw_error_prefix(&err, "reading %s: ", "f.gguf");
+    CHECK_EQ_STR(err.message, "reading f.gguf: bad 7");
+    CHECK_EQ_INT(qw_fail(NULL, QW_ERR_IO, "no error struct"), QW_ERR_IO); /* NULL is allowed */
+    /* a long message is cut, never overflowed */
+    char big[3000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    qw_fail(&err, QW_ERR_IO, "%s", big);
+    CHECK_EQ_INT(strlen(err.message), sizeof err.message - 1);
+    qw_error_prefix(&err, "%s", big);
+    CHECK_EQ_INT(strlen(err.message), sizeof err.message - 1);
+}
+
+static int progress_calls;
+static int last_percent;
+static int progress_cb(void *user, int percent, const char *stage, const char *message) {
+    (void)stage;
+    (void)message;
+    progress_calls++;
+    CHECK(percent >= last_percent);
+    last_percent = percent;
+    return user ? 1 : 0;
+}
+
+TEST(progress_is_monotone_and_cancels) {
+    qw_reporter r = {0};
+    r.progress = progress_cb;
+    qw_error err;
+    CHECK_OK(qw_progress(&r, 10, "a", "m", &err), &err);
+    CHECK_OK(qw_progress(&r, 5, "b", "m", &err), &err); /* reported as 10 */
+    CHECK_OK(qw_progress(&r, 200, "c", NULL, &err), &err);
+    CHECK_EQ_INT(last_percent, 100);
+    int flag = 1;
+    r.user = &flag; /* the callback now asks to stop */
+    CHECK_EQ_INT(qw_progress(&r, 100, "d", "m", &err), QW_ERR_CANCELLED);
+    CHECK_EQ_INT(qw_check_cancel(&r, &err), QW_ERR_CANCELLED);
+    volatile int cancel = 1;
+    qw_reporter r2 = {0};
+    r2.cancel = &cancel;
+    CHECK_EQ_INT(qw_check_cancel(&r2, &err), QW_ERR_CANCELLED);
+    CHECK_EQ_INT(qw_progress(NULL, 1, "x", "y", &err), QW_OK);
+}
+
+typedef struct pool_ctx {
+    int *hits;
+    int *worker_of;
+} pool_ctx;
+
+static void mark(void *p, size_t begin, size_t end, int worker) {
+    pool_ctx *c = p;
+    for (size_t i = begin; i < end; i++) {
+        c->hits[i]++;
+        c->worker_of[i] = worker;
+    }
+}
+
+TEST(pool_runs_every_item_once) {
+    for (int threads = 1; threads <= 4; threads++) {
+        qw_pool *pool = NULL;
+        qw_error err;
+        CHECK_OK(qw_pool_create(threads, &pool, &err), &err);
+        CHECK_EQ_INT(qw_pool_threads(pool), threads);
+        for (int round = 0; round < 20; round++) {
+            size_t n = 1000 + (size_t)round * 37;
+            int *hits = calloc(n, sizeof *hits), *worker_of = calloc(n, sizeof *worker_of);
+            pool_ctx c = {hits, worker_of};
+            qw_pool_run(pool, n, 7, mark, &c);
+            for (size_t i = 0; i < n; i++) {
+                CHECK_EQ_INT(hits[i], 1);
+                CHECK(worker_of[i] >= 0 && worker_of[i] < threads);
+            }
+            free(hits);
+            free(worker_of);
+        }
+        qw_pool_run(pool, 0, 1, mark, NULL); /* nothing to do */
+        qw_pool_free(pool);
+    }
+    qw_pool_free(NULL);
+    CHECK(qw_cpu_count() >= 1);
+}
+
+TEST(buffers_and_strings) {
+    qw_buf b = {0};
+    for (int i = 0; i < 1000; i++) CHECK(qw_buf_printf(&b, "%d,", i));
+    CHECK(qw_str_starts_with(b.data, "0,1,2,"));
+    CHECK(qw_str_ends_with(b.data, "998,999,"));
+    qw_buf_free(&b);
+    char *s = qw_sprintf("%s-%d", "a", 5);
+    CHECK_EQ_STR(s, "a-5");
+    qw_free(s);
+    char lower[] = "Q4_K_M";
+    CHECK_EQ_STR(qw_str_lower(lower), "q4_k_m");
+    CHECK(qw_malloc_array(SIZE_MAX / 2, 4) == NULL); /* overflow is refused */
+    uint64_t out;
+    CHECK(qw_mul_overflows(UINT64_MAX, 2, &out));
+    CHECK(!qw_mul_overflows(3, 4, &out) && out == 12);
+    CHECK(qw_add_overflows(UINT64_MAX, 1, &out));
+    char *base = qw_path_basename("/a/b/model-dir/");
+    CHECK_EQ_STR(base, "model-dir");
+    qw_free(base);
+    char *j = qw_path_join("/x/", "y");
+    CHECK_EQ_STR(j, "/x/y");
+    qw_free(j);
+}
+
+TEST(output_files_publish_atomically) {
+    char *dir = qw_path_join(test_tmpdir(), "out/deep/er");
+    qw_error err;
+    CHECK_OK(qw_mkdir_p(dir, &err), &err);
+    char *final = qw_path_join(dir, "model.bin");
+    unlink(final);
+    qw_output *o = NULL;
+    CHECK_OK(qw_output_open(final, &o, &err), &err);
+    char chunk[1000];
+    memset(chunk, 'a', sizeof chunk);
+    for (int i = 0; i < 5000; i++) CHECK_OK(qw_output_write(o, chunk, sizeof chunk, &err), &err);
+    CHECK_EQ_INT(qw_output_offset(o), 5000000);
+    CHECK(!qw_path_exists(final));
+    CHECK(qw_path_exists(qw_output_temp_path(o)));
+    CHECK_OK(qw_output_commit(o, &err), &err);
+    struct stat sb;
+    CHECK(stat(final, &sb) == 0 && sb.st_size == 5000000);
+
+    /* an aborted replacement leaves the old file and no temporary behind */
+    CHECK_OK(qw_output_open(final, &o, &err), &err);
+    char *temp = qw_strdup(qw_output_temp_path(o));
+    qw_output_write(o, "zz", 2, &err);
+    qw_output_abort(o);
+    CHECK(!qw_path_exists(temp));
+    CHECK(stat(final, &sb) == 0 && sb.st_size == 5000000);
+    qw_free(temp);
+
+    /* a stale temporary of a dead writer is cleaned, a live one's is not */
+    char *stale = qw_sprintf("%s/.model.bin.qwodel-tmp-999999999-0", dir);
+    int fd = open(stale, O_CREAT | O_WRONLY, 0644);
+    close(fd);
+    char *mine = qw_sprintf("%s/.model.bin.qwodel-tmp-%ld-77", dir, (long)getpid());
+    fd = open(mine, O_CREAT | O_WRONLY, 0644);
+    close(fd);
+    qw_output_clean_stale(final);
+    CHECK(!qw_path_exists(stale));
+    CHECK(qw_path_exists(mine));
+    unlink(mine);
+    qw_free(stale);
+    qw_free(mine);
+
+    CHECK_EQ_INT(qw_output_open("/nonexistent-dir/x.gguf", &o, &err), QW_ERR_IO);
+    CHECK(strstr(err.message, "/nonexistent-dir/") != NULL);
+    CHECK_EQ_INT(qw_mkdir_p(final, &err), QW_ERR_IO); /* a file is in the way */
+    qw_free(final);
+    qw_free(dir);
+}
+
+TEST(read_all_limits) {
+    char *path = qw_path_join(test_tmpdir(), "small.txt");
+    FILE *f = fopen(path, "w");
+    fputs("hello world", f);
+    fclose(f);
+    char *data = NULL;
+    size_t len = 0;
+    qw_error err;
+    CHECK_OK(qw_file_read_all(path, 100, &data, &len, &err), &err);
+    CHECK_EQ_INT(len, 11);
+    CHECK_EQ_STR(data, "hello world");
+    qw_free(data);
+    CHECK_EQ_INT(qw_file_read_all(path, 5, &data, &len, &err), QW_ERR_CORRUPT);
+    CHECK_EQ_INT(qw_file_read_all("/nonexistent", 5, &data, &len, &err), QW_ERR_NOT_FOUND);
+    qw_mapped m;
+    CHECK_EQ_INT(qw_mapped_open(test_tmpdir(), &m, &err), QW_ERR_INVALID_ARG); /* a directory */
+    qw_free(path);
+}
+
+RUN_TESTS(TEST_CASE(every_status_has_a_name_message_and_class), TEST_CASE(errors_carry_context),
+          TEST_CASE(progress_is_monotone_and_cancels), TEST_CASE(pool_runs_every_item_once),
+          TEST_CASE(buffers_and_strings), TEST_CASE(output_files_publish_atomically),
+          TEST_CASE(read_all_limits))
