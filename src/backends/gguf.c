@@ -387,6 +387,19 @@ static void batch_task(void *p, size_t begin, size_t end, int worker) {
         } else {
             st = qw_model_read_rows(e->tensor, src_row, 1, row, &job->errors[worker]);
         }
+        if (st == QW_OK) {
+            for (int64_t i = 0; i < e->row_len; i++) {
+                /* x - x is NaN exactly for NaN and +-Inf: such weights are a corrupt model, and
+                 * quantizing them is undefined (float -> int conversions out of range). */
+                if (row[i] - row[i] != 0.0f) {
+                    st = qw_fail_at(&job->errors[worker], QW_ERR_CORRUPT, e->tensor->name, -1,
+                                    "%s: tensor \"%s\" holds a non-finite value (%g) in row "
+                                    "%lld", e->tensor->file, e->tensor->name, (double)row[i],
+                                    (long long)src_row);
+                    break;
+                }
+            }
+        }
         if (st != QW_OK) {
             job->status[worker] = st;
             return;

@@ -1,6 +1,6 @@
 /*
  * half.h — IEEE half (fp16) and bfloat16 conversions, bit exact with ggml:
- * fp32 -> fp16 rounds to nearest even (overflow -> inf, NaN stays NaN);
+ * fp32 -> fp16 rounds to nearest even (overflow -> inf, every NaN -> the quiet NaN 0x7e00);
  * fp32 -> bf16 rounds to nearest even and quiets NaNs.
  */
 #ifndef QW_HALF_H
@@ -40,7 +40,7 @@ static inline uint16_t qw_fp32_to_fp16(float f) {
     uint32_t x = qw_f32_bits(f);
     uint32_t sign = (x >> 16) & 0x8000;
     uint32_t abs = x & 0x7fffffffu;
-    if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00 | ((abs >> 13) & 0x3ff));
+    if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00); /* any NaN: ggml's quiet NaN */
     if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* >= 65520 rounds to inf */
     if (abs >= 0x38800000u) {                                  /* normal half */
         uint32_t r = abs - 0x38000000u;

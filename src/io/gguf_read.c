@@ -63,10 +63,12 @@ static qw_status read_bytes(cursor *c, void *dst, size_t n, const char *what, co
 }
 
 static qw_status read_u32(cursor *c, uint32_t *v, const char *what, const char *name) {
+    *v = 0;
     return read_bytes(c, v, 4, what, name);
 }
 
 static qw_status read_u64(cursor *c, uint64_t *v, const char *what, const char *name) {
+    *v = 0;
     return read_bytes(c, v, 8, what, name);
 }
 

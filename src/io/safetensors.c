@@ -106,8 +106,12 @@ static qw_status parse_tensor(qw_safetensors *st, const char *name, json_t *info
                           (unsigned long long)buffer_bytes);
     }
     uint64_t bits;
-    if (qw_mul_overflows(n, row->bits, &bits) || bits % 8 != 0 ||
-        bits / 8 != (uint64_t)(end - begin)) {
+    if (qw_mul_overflows(n, row->bits, &bits)) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, name, begin,
+                          "%s: tensor \"%s\" has an impossible shape: its size in bytes "
+                          "overflows 64 bits", path, name);
+    }
+    if (bits % 8 != 0 || bits / 8 != (uint64_t)(end - begin)) {
         return qw_fail_at(err, QW_ERR_CORRUPT, name, begin,
                           "%s: tensor \"%s\" has %lld bytes of data but its %s shape needs %llu",
                           path, name, (long long)(end - begin), dtype,

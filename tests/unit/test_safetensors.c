@@ -89,6 +89,8 @@ TEST(corrupt_files) {
            "invalid dimension");
     expect("{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,8],"
            "\"data_offsets\":[0,8]}}", 8, 0, "invalid dimension");
+    expect("{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387905,1],"
+           "\"data_offsets\":[0,4]}}", 4, 0, "impossible shape");
     expect("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,80]}}", 8, 0,
            "fall outside");
     expect("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8]}}", 8, 0,
