@@ -60,6 +60,9 @@ typedef struct qw_vocab {
     int add_eos;
     int add_space_prefix;  /* SPM only; -1 when unspecified */
     char *chat_template;   /* or NULL */
+    size_t n_named_templates;  /* non-default templates: tokenizer.chat_template.<name> */
+    char **template_names;
+    char **named_templates;
 } qw_vocab;
 
 /*

@@ -2,6 +2,7 @@
  * byte by byte, each of which must be an error naming what is wrong. */
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core.h"
 #include "file.h"
@@ -246,6 +247,7 @@ TEST(random_mutations_never_crash) {
 
 TEST(writer_round_trip_all_types) {
     char *path = qw_path_join(test_tmpdir(), "roundtrip.gguf");
+    unlink(path); /* left by an earlier run */
     qw_gguf_writer *w = NULL;
     qw_error err;
     CHECK_OK(qw_gguf_writer_create(&w, &err), &err);
