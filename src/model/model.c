@@ -175,6 +175,41 @@ static qw_status open_weights(qw_model *m, const char *dir, qw_error *err) {
     return st;
 }
 
+/* generation_config.json is optional; when present it must be a valid object. */
+static qw_status open_generation_config(qw_model *m, const char *dir, qw_error *err) {
+    char *path = qw_path_join(dir, "generation_config.json");
+    if (!path) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    qw_status st = QW_OK;
+    if (qw_path_is_file(path)) {
+        st = qw_json_load_file(path, CONFIG_MAX_BYTES, &m->generation_config, err);
+        if (st == QW_OK && !json_is_object(m->generation_config)) {
+            st = qw_fail(err, QW_ERR_CORRUPT, "%s: not a JSON object", path);
+        }
+    }
+    qw_free(path);
+    return st;
+}
+
+/* bos/eos ids that the tokenizer files do not name, from generation_config.json (where
+ * eos_token_id may be a list: the first is the one GGUF keeps). */
+static void fill_specials_from_generation_config(qw_model *m) {
+    static const struct {
+        const char *key;
+        qw_special_token which;
+    } keys[] = {{"bos_token_id", QW_SPECIAL_BOS}, {"eos_token_id", QW_SPECIAL_EOS},
+                {"pad_token_id", QW_SPECIAL_PAD}};
+    if (!m->generation_config || !m->vocab) return;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const json_t *v = json_object_get(m->generation_config, keys[i].key);
+        if (json_is_array(v)) v = json_array_get(v, 0);
+        int64_t id;
+        if (m->vocab->special[keys[i].which] < 0 && qw_json_integer_value(v, &id) && id >= 0 &&
+            id < (int64_t)m->vocab->n_tokens) {
+            m->vocab->special[keys[i].which] = id;
+        }
+    }
+}
+
 static qw_status open_hf(qw_model *m, const char *dir, qw_reporter *r, qw_error *err) {
     m->kind = QW_SOURCE_HF_DIR;
     m->input_format = "safetensors";
@@ -193,6 +228,7 @@ static qw_status open_hf(qw_model *m, const char *dir, qw_reporter *r, qw_error 
     qw_log(r, QW_LOG_INFO, "%s: %s architecture, %lld layers, hidden size %lld", dir,
            m->arch->name, (long long)m->hparams.n_layer, (long long)m->hparams.n_embd);
 
+    QW_TRY(open_generation_config(m, dir, err));
     QW_TRY(open_weights(m, dir, err));
 
     const qw_model_tensor *embd = qw_model_find(m, "model.embed_tokens.weight");
@@ -204,6 +240,7 @@ static qw_status open_hf(qw_model *m, const char *dir, qw_reporter *r, qw_error 
     m->hparams.tied_embeddings = qw_model_find(m, "lm_head.weight") == NULL;
     if (m->hparams.vocab_size == 0) m->hparams.vocab_size = rows;
     QW_TRY(qw_vocab_load_hf(dir, m->config, (uint32_t)rows, &m->vocab, err));
+    fill_specials_from_generation_config(m);
     qw_log(r, QW_LOG_INFO, "%s: %zu tensors in %zu file(s), tokenizer %s/%s with %u tokens", dir,
            m->n_tensors, m->n_shards, m->vocab->model, m->vocab->pre, m->vocab->n_tokens);
     return QW_OK;
@@ -299,6 +336,7 @@ void qw_model_close(qw_model *m) {
     qw_gguf_close(m->gguf);
     qw_vocab_free(m->vocab);
     json_decref(m->config);
+    json_decref(m->generation_config);
     qw_free(m->arch_name);
     qw_free(m->path);
     qw_free(m->name);

@@ -44,6 +44,7 @@ typedef struct qw_model {
     char *arch_name;        /* GGUF architecture name */
     qw_hparams hparams;
     json_t *config;         /* HF: config.json */
+    json_t *generation_config; /* HF: generation_config.json, or NULL */
     qw_vocab *vocab;        /* HF: the tokenizer as GGUF stores it */
     qw_gguf *gguf;          /* GGUF: the file */
     qw_safetensors **shards;

@@ -211,3 +211,41 @@ def test_existing_output_replaced_only_on_success(qwodel_bin, model_dir, tmp_pat
     assert out.read_bytes() == b"old"
     run_qwodel(qwodel_bin, "quantize", model_dir("llama2"), "-f", "Q8_0", "-o", tmp_path)
     assert out.read_bytes()[:4] == b"GGUF"
+
+
+def test_corrupt_gguf_inputs_fail_cleanly(qwodel_bin, model_dir, tmp_path):
+    """A GGUF input damaged in each part of the file: a clear error naming the file, no output."""
+    good = pathlib.Path(run_qwodel(qwodel_bin, "quantize", model_dir("llama2"), "-f", "Q8_0",
+                                   "-o", tmp_path / "src").stdout.strip())
+    data = good.read_bytes()
+    import gguf
+
+    reader = gguf.GGUFReader(str(good))
+    first = reader.tensors[0]
+    cases = {
+        "bad-magic": (b"GGML" + data[4:], "not a GGUF file"),
+        "version-1": (data[:4] + (1).to_bytes(4, "little") + data[8:], "version 1"),
+        "truncated-header": (data[:200], "truncated"),
+        "truncated-data": (data[:-1000], "past the end"),
+        "huge-kv-count": (data[:16] + (2**62).to_bytes(8, "little") + data[24:],
+                          "metadata entries"),
+        "huge-tensor-count": (data[:8] + (2**62).to_bytes(8, "little") + data[16:], "tensors"),
+    }
+    # an unknown ggml type id in the first tensor info
+    name = first.name.encode()
+    at = data.index(len(name).to_bytes(8, "little") + name) + 8 + len(name)
+    n_dims = int.from_bytes(data[at:at + 4], "little")
+    type_at = at + 4 + 8 * n_dims
+    cases["unknown-type"] = (data[:type_at] + (77).to_bytes(4, "little") + data[type_at + 4:],
+                             "ggml type 77")
+    cases["bad-offset"] = (data[:type_at + 4] + (64).to_bytes(8, "little") + data[type_at + 12:],
+                           "offset")
+    for label, (content, needle) in cases.items():
+        path = tmp_path / f"{label}.gguf"
+        path.write_bytes(content)
+        out = tmp_path / f"out-{label}"
+        proc = run_qwodel(qwodel_bin, "quantize", path, "-f", "Q4_0", "-o", out, check=False)
+        assert proc.returncode == 1, (label, proc.stderr)
+        message = proc.stderr.strip().splitlines()[-1]
+        assert str(path) in message and needle in message, (label, message)
+        assert not out.exists() or not any(out.iterdir()), label

@@ -209,18 +209,13 @@ tokenizers = pytest.importorskip("tokenizers")
 
 @pytest.mark.parametrize("key", ["llama2", "llama3", "qwen3"])
 def test_tokenization_of_outputs_equals_hf(outputs, model_dir, key):
-    from tokenizer_samples import SAMPLES
+    """The full files tokenize exactly like HF, with the same (explained) exceptions as the
+    vocabulary-only files of test_tokenizer_vs_hf.py."""
+    from test_tokenizer_vs_hf import KNOWN_DIFFERENCES, compare_all
 
+    path = outputs(key, "Q8_0")
     hf = tokenizers.Tokenizer.from_file(str(model_dir(key) / "tokenizer.json"))
-    llm = llama_cpp.Llama(model_path=str(outputs(key, "Q8_0")), vocab_only=True, verbose=False)
-    differing = []
-    for text in SAMPLES:
-        want = hf.encode(text, add_special_tokens=False).ids
-        got = llm.tokenize(text.encode(), add_bos=False, special=True)
-        if got != want:
-            differing.append(text)
-    # the vocab-only test (test_tokenizer_vs_hf.py) lists and explains llama.cpp's own
-    # departures from HF; the full files must behave exactly like the vocab-only ones
-    from test_tokenizer_vs_hf import KNOWN_DIFFERENCES
-
-    assert set(differing) <= set(KNOWN_DIFFERENCES.get(key, {})), differing[:5]
+    reader, _ = read_gguf(path)
+    types = list(kv(reader, "tokenizer.ggml.token_type"))
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    compare_all(llm, hf, types, KNOWN_DIFFERENCES[MODELS[key]["tokenizer"]])
