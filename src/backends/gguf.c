@@ -426,6 +426,7 @@ static qw_status write_copy(const plan_entry *e, qw_gguf_writer *w, qw_reporter 
         size_t n = left < BATCH_OUTPUT_BYTES ? (size_t)left : BATCH_OUTPUT_BYTES;
         QW_TRY(qw_gguf_writer_write(w, p, n, err));
         QW_TRY(qw_check_cancel(r, err));
+        if (e->tensor->mapped) qw_mapped_release(p, n);
         p += n;
         left -= n;
     }
@@ -500,6 +501,10 @@ static qw_status write_converted(const qw_run_context *ctx, const plan_entry *e,
         }
         QW_TRY(qw_gguf_writer_write(w, b->out, (size_t)(row_bytes * (uint64_t)rows), err));
         QW_TRY(qw_check_cancel(ctx->reporter, err));
+        if (e->transform == QW_TRANSFORM_NONE) qw_model_release_rows(e->tensor, first, rows);
+    }
+    if (e->transform != QW_TRANSFORM_NONE && e->row_len == e->tensor->ne[0]) {
+        qw_model_release_rows(e->tensor, 0, e->n_rows); /* permuted rows are read out of order */
     }
     return QW_OK;
 }

@@ -69,6 +69,15 @@ void qw_mapped_close(qw_mapped *m) {
     memset(m, 0, sizeof *m);
 }
 
+void qw_mapped_release(const void *data, size_t bytes) {
+    static long page;
+    if (!page) page = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
+    uintptr_t begin = ((uintptr_t)data + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t end = ((uintptr_t)data + bytes) & ~((uintptr_t)page - 1);
+    /* Only whole pages inside the range: neighbours may still be in use by other tensors. */
+    if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
 qw_status qw_file_read_all(const char *path, size_t max_bytes, char **out, size_t *out_len,
                            qw_error *err) {
     *out = NULL;

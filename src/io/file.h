@@ -25,6 +25,11 @@ qw_status qw_mapped_wrap(const void *data, size_t size, const char *label, qw_ma
                          qw_error *err);
 void qw_mapped_close(qw_mapped *m);
 
+/* Tells the kernel that a range of a read-only file mapping will not be needed soon, so its pages
+ * leave this process's resident set (they stay in the page cache, and reading them again simply
+ * faults them back in). Keeps peak RSS to the tensors in flight rather than the whole model. */
+void qw_mapped_release(const void *data, size_t bytes);
+
 /* Reads a whole (small) file into a NUL-terminated buffer; refuses files above max_bytes. */
 qw_status qw_file_read_all(const char *path, size_t max_bytes, char **out, size_t *out_len,
                            qw_error *err);

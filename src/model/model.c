@@ -61,6 +61,7 @@ static qw_status add_shard_tensors(qw_model *m, const qw_safetensors *st, const 
         t.data = s->data;
         t.bytes = s->bytes;
         t.file = qw_safetensors_path(st);
+        t.mapped = true; /* model shards are always opened from files */
         QW_TRY(add_tensor(m, &t, err));
     }
     return QW_OK;
@@ -281,6 +282,7 @@ static qw_status open_gguf(qw_model *m, const char *path, qw_reporter *r, qw_err
         t.data = g->data;
         t.bytes = g->bytes;
         t.file = qw_gguf_path(m->gguf);
+        t.mapped = true;
         QW_TRY(add_tensor(m, &t, err));
     }
     m->hparams.tied_embeddings = qw_model_find(m, "output.weight") == NULL;
@@ -365,4 +367,11 @@ qw_status qw_model_read_rows(const qw_model_tensor *t, int64_t row_begin, int64_
     uint64_t row_bytes = qw_qtype_row_bytes(t->type, t->ne[0]);
     info->dequantize(t->data + (uint64_t)row_begin * row_bytes, dst, n_rows * t->ne[0]);
     return QW_OK;
+}
+
+void qw_model_release_rows(const qw_model_tensor *t, int64_t row_begin, int64_t n_rows) {
+    if (!t->mapped || row_begin < 0 || n_rows <= 0 || row_begin + n_rows > t->n_rows) return;
+    uint64_t row_bytes = qw_qtype_row_bytes(t->type, t->ne[0]);
+    qw_mapped_release(t->data + (uint64_t)row_begin * row_bytes,
+                      (size_t)((uint64_t)n_rows * row_bytes));
 }

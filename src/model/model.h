@@ -26,6 +26,7 @@ typedef struct qw_model_tensor {
     const char *name;       /* as named in the source (HF or GGUF name); borrowed */
     qw_qtype type;          /* storage type */
     bool readable;          /* type can be converted to f32 by this build */
+    bool mapped;            /* data lies in a read-only file mapping (may be released) */
     const char *dtype_name; /* the source's own dtype string ("BF16", "q4_K") */
     int n_dims;
     int64_t ne[4];          /* GGUF order: ne[0] is the row length */
@@ -64,5 +65,9 @@ const qw_model_tensor *qw_model_find(const qw_model *model, const char *name);
 /* Converts rows [row_begin, row_begin + n_rows) of t (rows of ne[0] elements) to f32 in dst. */
 qw_status qw_model_read_rows(const qw_model_tensor *t, int64_t row_begin, int64_t n_rows,
                              float *dst, qw_error *err);
+
+/* Drops rows [row_begin, row_begin + n_rows) of t from the resident set (see qw_mapped_release);
+ * they can still be read later. No effect for tensors not backed by a file mapping. */
+void qw_model_release_rows(const qw_model_tensor *t, int64_t row_begin, int64_t n_rows);
 
 #endif /* QW_MODEL_H */
