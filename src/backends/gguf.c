@@ -243,7 +243,7 @@ static qw_status choose_types(const qw_run_context *ctx, const qw_ftype_info *ft
         if (qw_tensor_allows_quantization(c[i].name, c[i].n_dims, rules.quantize_output)) {
             char note[160];
             type = qw_type_rules_choose(&rules, c[i].name, c[i].ne[0], note, sizeof note);
-            if (note[0]) qw_log(ctx->reporter, QW_LOG_WARNING, "%s: %s", c[i].name, note);
+            if (note[0]) qw_log(ctx->reporter, QW_LOG_INFO, "%s: %s", c[i].name, note);
         } else {
             type = m->kind == QW_SOURCE_HF_DIR ? hf_unquantized_type(&c[i], ft) : source_type;
         }
