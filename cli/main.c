@@ -201,15 +201,35 @@ static const char *backend_option_for_flag(size_t b, const char *flag, qw_option
     return NULL;
 }
 
+/* Prints s as a JSON string literal (names come from model files and may hold anything). */
+static void print_json_string(const char *s) {
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') printf("\\%c", *p);
+        else if (*p < 0x20) printf("\\u%04x", *p);
+        else putchar(*p);
+    }
+    putchar('"');
+}
+
 static void print_plan(const qw_plan *plan, int json) {
     if (json) {
-        printf("{\n  \"output\": \"%s\",\n  \"output_bytes\": %llu,\n  \"tensors\": [\n",
-               qw_plan_output_path(plan), (unsigned long long)qw_plan_output_bytes(plan));
+        printf("{\n  \"output\": ");
+        print_json_string(qw_plan_output_path(plan));
+        printf(",\n  \"output_bytes\": %llu,\n  \"tensors\": [\n",
+               (unsigned long long)qw_plan_output_bytes(plan));
         for (size_t i = 0; i < qw_plan_count(plan); i++) {
             const qw_plan_tensor *t = qw_plan_get(plan, i);
-            printf("    {\"name\": \"%s\", \"source\": \"%s\", \"source_type\": \"%s\", "
-                   "\"type\": \"%s\", \"transform\": \"%s\", \"shape\": [",
-                   t->name, t->source_name, t->source_type, t->type, t->transform);
+            const char *fields[][2] = {{"name", t->name}, {"source", t->source_name},
+                                       {"source_type", t->source_type}, {"type", t->type},
+                                       {"transform", t->transform}};
+            printf("    {");
+            for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {
+                printf("\"%s\": ", fields[f][0]);
+                print_json_string(fields[f][1]);
+                printf(", ");
+            }
+            printf("\"shape\": [");
             for (int d = 0; d < t->n_dims; d++) printf("%s%lld", d ? ", " : "", (long long)t->shape[d]);
             printf("], \"bytes\": %llu}%s\n", (unsigned long long)t->bytes,
                    i + 1 < qw_plan_count(plan) ? "," : "");
