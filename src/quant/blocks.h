@@ -195,4 +195,79 @@ typedef struct {
 } qw_block_q2_0;
 _Static_assert(sizeof(qw_block_q2_0) == 18, "q2_0 block size");
 
+/* ---- i-quants: 256-element super-blocks of lattice (grid) codes ---------------------------- */
+/* Grids and sign tables are in iq_grids.c. Sub-blocks are 32 elements, made of groups of 8
+ * (iq1/iq2) or 4 (iq3) elements, each group one grid index. A 4-bit sub-block scale s gives
+ * d * (0.5 + s) / 4 (iq2), d * (0.5 + s) / 2 (iq3_xxs), d * (1 + 2s) (iq3_s). */
+
+/* Per sub-block, 8 bytes (qs[4ib .. 4ib + 3], read as two little-endian u32 a, b): the four grid
+ * indices are the bytes of a; b holds four 7-bit sign indices (bits 7l) and the scale (bits
+ * 28..31). */
+typedef struct {
+    uint16_t d;
+    uint16_t qs[QW_QK_K / 8];
+} qw_block_iq2_xxs;
+_Static_assert(sizeof(qw_block_iq2_xxs) == 66, "iq2_xxs block size");
+
+/* qs[4ib + l]: a 9-bit grid index and a 7-bit sign index (bits 9..15) per group of 8; scales[ib]
+ * holds the scales of its two halves (low nibble: groups 0-1, high: groups 2-3). */
+typedef struct {
+    uint16_t d;
+    uint16_t qs[QW_QK_K / 8];
+    uint8_t scales[QW_QK_K / 32];
+} qw_block_iq2_xs;
+_Static_assert(sizeof(qw_block_iq2_xs) == 74, "iq2_xs block size");
+
+/* qs[0..31]: the low 8 bits of the grid indices (group 4ib + l); qs[32..63]: one sign byte per
+ * group (bit j: element j negative); qh[ib] bits 2l..2l+1: index bits 8-9 of group l; scales as
+ * iq2_xs. */
+typedef struct {
+    uint16_t d;
+    uint8_t qs[QW_QK_K / 4];
+    uint8_t qh[QW_QK_K / 32];
+    uint8_t scales[QW_QK_K / 32];
+} qw_block_iq2_s;
+_Static_assert(sizeof(qw_block_iq2_s) == 82, "iq2_s block size");
+
+/* qs[0..63]: grid index of group 8ib + k (4 elements); qs[64 + 4ib ..]: a little-endian u32 per
+ * sub-block with four 7-bit sign indices (bits 7l, for its groups of 8) and the scale (bits
+ * 28..31). */
+typedef struct {
+    uint16_t d;
+    uint8_t qs[3 * QW_QK_K / 8];
+} qw_block_iq3_xxs;
+_Static_assert(sizeof(qw_block_iq3_xxs) == 98, "iq3_xxs block size");
+
+/* Group g = 8ib + k: grid index qs[g] | (bit k of qh[ib]) << 8; signs[g / 2] bit 4 (g % 2) + i
+ * for element i of the group (one bit per element); scales[ib / 2] nibble ib % 2. */
+typedef struct {
+    uint16_t d;
+    uint8_t qs[QW_QK_K / 4];
+    uint8_t qh[QW_QK_K / 32];
+    uint8_t signs[QW_QK_K / 8];
+    uint8_t scales[QW_QK_K / 64];
+} qw_block_iq3_s;
+_Static_assert(sizeof(qw_block_iq3_s) == 110, "iq3_s block size");
+
+/* Group 4ib + l: grid index qs[4ib + l] | ((qh[ib] >> 3l) & 7) << 8; qh[ib] bits 12..14 are the
+ * 3-bit scale s (d * (2s + 1)), bit 15 the sign of the +-1/8 shift. */
+typedef struct {
+    uint16_t d;
+    uint8_t qs[QW_QK_K / 8];
+    uint16_t qh[QW_QK_K / 32];
+} qw_block_iq1_s;
+_Static_assert(sizeof(qw_block_iq1_s) == 50, "iq1_s block size");
+
+/* No d field: the fp16 super-block scale is the top nibbles of the four little-endian u16 of
+ * scales (u16 k gives bits 4k..4k+3). Below those, u16 ib / 2 holds 3-bit scales at bits
+ * 6 (ib % 2) (groups 0-1) and 6 (ib % 2) + 3 (groups 2-3). Group 4ib + l: index qs[4ib + l] | 3
+ * bits of qh[2ib + l / 2] (bits 0-2 for even l, 4-6 for odd) << 8; bit 3 / bit 7 of that byte is
+ * the sign of the shift. */
+typedef struct {
+    uint8_t qs[QW_QK_K / 8];
+    uint8_t qh[QW_QK_K / 16];
+    uint8_t scales[QW_QK_K / 32];
+} qw_block_iq1_m;
+_Static_assert(sizeof(qw_block_iq1_m) == 56, "iq1_m block size");
+
 #endif /* QW_BLOCKS_H */
