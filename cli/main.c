@@ -254,18 +254,41 @@ static void print_plan(const qw_plan *plan, int json) {
            (double)qw_plan_output_bytes(plan) / (1024.0 * 1024.0));
 }
 
-/* The backend of a format when exactly one backend has it; -1 when none, -2 when several. */
+/* The backend of a format (or alias) when exactly one backend has it; -1 when none, -2 when
+ * several. */
 static int backend_for_format(const char *format) {
     int found = -1;
     for (size_t b = 0; b < qw_backend_count(); b++) {
-        for (size_t f = 0; f < qw_format_count(b); f++) {
-            if (strcasecmp(qw_format_name(b, f), format) == 0) {
-                if (found >= 0 && found != (int)b) return -2;
-                found = (int)b;
+        if (qw_format_find(b, format) < 0) continue;
+        if (found >= 0) return -2;
+        found = (int)b;
+    }
+    return found;
+}
+
+/* Whether `name` (as typed, with dashes) is a boolean option of some backend: such a flag takes
+ * a value only when the next argument is a boolean word, so `--pure MODEL` keeps MODEL. */
+static int is_bool_flag(const char *name) {
+    char key[96];
+    size_t n = strlen(name);
+    if (n >= sizeof key) return 0;
+    for (size_t i = 0; i <= n; i++) key[i] = name[i] == '-' ? '_' : name[i];
+    for (size_t b = 0; b < qw_backend_count(); b++) {
+        for (size_t o = 0; o < qw_option_count(b); o++) {
+            if (strcmp(qw_option_name(b, o), key) == 0) {
+                return qw_option_type_of(b, o) == QW_OPTION_BOOL;
             }
         }
     }
-    return found;
+    return 0;
+}
+
+static int is_bool_word(const char *s) {
+    static const char *const words[] = {"1", "0", "true", "false", "yes", "no", "on", "off"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        if (strcasecmp(s, words[i]) == 0) return 1;
+    }
+    return 0;
 }
 
 static int cmd_quantize(int argc, char **argv) {
@@ -331,7 +354,8 @@ static int cmd_quantize(int argc, char **argv) {
             snprintf(flag_store[n_pending], sizeof flag_store[n_pending], "%s", a + 2);
             pending_flags[n_pending] = flag_store[n_pending];
             pending_values[n_pending] = inline_value;
-            if (!inline_value && i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
+            if (!inline_value && i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0 &&
+                (!is_bool_flag(a + 2) || is_bool_word(argv[i + 1]))) {
                 pending_values[n_pending] = argv[++i];
             }
             n_pending++;
@@ -373,6 +397,7 @@ static int cmd_quantize(int argc, char **argv) {
     if (!format) format = qw_backend_default_format((size_t)b);
 
     const char *keys[MAX_OPTIONS], *values[MAX_OPTIONS];
+    static char joined_store[MAX_OPTIONS][4096];
     size_t n_options = 0;
     for (size_t i = 0; i < n_pending; i++) {
         qw_option_type type;
@@ -390,8 +415,25 @@ static int cmd_quantize(int argc, char **argv) {
             }
             value = "true";
         }
+        /* a list option given twice (--tensor-type A=x --tensor-type B=y) accumulates */
+        size_t k = 0;
+        while (k < n_options && strcmp(keys[k], key) != 0) k++;
+        if (k < n_options && type == QW_OPTION_LIST) {
+            size_t len = strlen(joined_store[k]);
+            if (len + 1 + strlen(value) >= sizeof joined_store[k]) {
+                usage_error("--%s: the values are too long", pending_flags[i]);
+                return EXIT_USAGE;
+            }
+            snprintf(joined_store[k] + len, sizeof joined_store[k] - len, ",%s", value);
+            continue;
+        }
+        if (k < n_options) {
+            values[k] = value; /* a later value of a plain option wins */
+            continue;
+        }
+        snprintf(joined_store[n_options], sizeof joined_store[n_options], "%s", value);
         keys[n_options] = key;
-        values[n_options] = value;
+        values[n_options] = type == QW_OPTION_LIST ? joined_store[n_options] : value;
         n_options++;
     }
 

@@ -112,6 +112,8 @@ const char *qw_backend_default_format(size_t index);
 int qw_backend_find(const char *name);
 
 size_t qw_format_count(size_t backend_index);
+/* Index of a format by name or alias (case-insensitive: "q4_k" finds Q4_K_M), or -1. */
+int qw_format_find(size_t backend_index, const char *name);
 const char *qw_format_name(size_t backend_index, size_t format_index);
 const char *qw_format_description(size_t backend_index, size_t format_index);
 

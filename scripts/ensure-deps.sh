@@ -6,7 +6,7 @@ set -euo pipefail
 step=${1:-build}
 python=${PYTHON:-python3}
 
-build_debs=(build-essential cmake pkg-config libjansson-dev)
+build_debs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev)
 # Python packages as "import-name:pip-spec"
 test_pips=("numpy:numpy" "pytest:pytest" "gguf:gguf" "tokenizers:tokenizers"
            "llama_cpp:llama-cpp-python")

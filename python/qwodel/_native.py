@@ -148,9 +148,9 @@ def lib() -> ctypes.CDLL:
                 loaded = ctypes.CDLL(str(path))
             except OSError as exc:
                 raise DependencyError(
-                    f"cannot load the qwodel C library {path}: {exc} (a system library it needs, "
-                    "such as libjansson, may be missing: on Debian/Ubuntu run "
-                    "'apt-get install libjansson4')") from exc
+                    f"cannot load the qwodel C library {path}: {exc} (a system library it needs "
+                    "may be missing: on Debian/Ubuntu run "
+                    "'apt-get install libjansson4 libpcre2-8-0')") from exc
             for name, (restype, argtypes) in _PROTOTYPES.items():
                 fn = getattr(loaded, name)
                 fn.restype = restype

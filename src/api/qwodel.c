@@ -57,6 +57,10 @@ const char *qw_format_name(size_t b, size_t f) {
     return f < qw_format_count(b) ? backend_at(b)->format_name(f) : NULL;
 }
 
+int qw_format_find(size_t b, const char *name) {
+    return backend_at(b) && name ? backend_at(b)->format_find(name) : -1;
+}
+
 const char *qw_format_description(size_t b, size_t f) {
     return f < qw_format_count(b) ? backend_at(b)->format_description(f) : NULL;
 }

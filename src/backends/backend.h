@@ -88,6 +88,7 @@ typedef struct qw_backend_ops {
     size_t (*format_count)(void);
     const char *(*format_name)(size_t index);
     const char *(*format_description)(size_t index);
+    int (*format_find)(const char *name); /* index by name or alias, or -1 */
     const qw_option_spec *options;
     size_t n_options;
     /* Checks that the backend can take this model at all (create-time validation). */

@@ -6,14 +6,24 @@
  * tensor: source rows are read from the mapped file, converted to f32, permuted where the
  * architecture needs it, quantized by the thread pool into a batch buffer, and appended to the
  * output. Peak memory is one batch plus one row of scratch per thread, whatever the model size.
+ *
+ * Types come from the format's rules (quant/ftype_rules.c) and llama-quantize's options, all
+ * validated while planning; an importance matrix is read while planning too, and each quantized
+ * tensor's entry (one slice per expert of a stacked tensor) goes to the kernels with its rows.
+ * A plan may name types this build has no encoder for (a dry run shows them); execution refuses
+ * such a plan before it writes anything.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include "backend.h"
 #include "file.h"
 #include "ftype.h"
+#include "imatrix.h"
 
 #define BATCH_OUTPUT_BYTES (16u << 20) /* output bytes quantized between two writes */
 
@@ -23,9 +33,32 @@ static size_t format_count(void) { return qw_ftype_count(); }
 static const char *format_name(size_t i) { return qw_ftype_at(i)->name; }
 static const char *format_description(size_t i) { return qw_ftype_at(i)->description; }
 
+static int format_find(const char *name) {
+    const qw_ftype_info *ft = qw_ftype_find(name);
+    for (size_t i = 0; ft && i < qw_ftype_count(); i++) {
+        if (qw_ftype_at(i) == ft) return (int)i;
+    }
+    return -1;
+}
+
+/* llama-quantize's options, under its names. */
 static const qw_option_spec gguf_options[] = {
     {"threads", QW_OPTION_INT, QW_SCOPE_BOTH,
      "Worker threads for quantization (default: all CPUs this process may use)."},
+    {"imatrix", QW_OPTION_STRING, QW_SCOPE_BOTH,
+     "Importance matrix from llama-imatrix (legacy .dat or GGUF); required by the IQ1/IQ2/"
+     "IQ3_XXS/IQ3_XS/Q2_K_S formats."},
+    {"leave_output_tensor", QW_OPTION_BOOL, QW_SCOPE_BOTH,
+     "Leave output.weight unquantized (true/false)."},
+    {"output_tensor_type", QW_OPTION_STRING, QW_SCOPE_BOTH,
+     "Type for output.weight, a ggml type name such as q8_0 or f16."},
+    {"token_embedding_type", QW_OPTION_STRING, QW_SCOPE_BOTH,
+     "Type for token_embd.weight, a ggml type name such as q8_0 or f16."},
+    {"pure", QW_OPTION_BOOL, QW_SCOPE_BOTH,
+     "Quantize every tensor to the format's default type: no k-quant mix (true/false)."},
+    {"tensor_type", QW_OPTION_LIST, QW_SCOPE_BOTH,
+     "Per-tensor types: REGEX=TYPE[,REGEX=TYPE...]; the first pattern found in a tensor's name "
+     "(lower-cased, PCRE2) gives its type, e.g. attn_v=q8_0,ffn_down=q6_K."},
 };
 
 /* ---- plan state ----------------------------------------------------------------------------- */
@@ -44,20 +77,193 @@ typedef struct plan_entry {
     int64_t row_len;   /* elements per processed row */
     int64_t n_rows;
     int64_t head_rows; /* rows per head, for permutes */
+    /* importance weights: row_len per matrix, a matrix being rows_per_matrix consecutive rows
+     * (one expert of a stacked 3-D tensor); NULL without an importance matrix entry */
+    const float *importance;
+    int64_t rows_per_matrix;
 } plan_entry;
 
 typedef struct gguf_plan {
     qw_gguf_writer *writer;
     plan_entry *entries; /* parallel to qw_plan.tensors */
     const qw_hparams *hparams;
+    qw_imatrix *imatrix; /* owned; entries point into it */
 } gguf_plan;
 
 static void gguf_plan_free(void *p) {
     gguf_plan *gp = p;
     if (!gp) return;
     qw_gguf_writer_free(gp->writer);
+    qw_imatrix_free(gp->imatrix);
     qw_free(gp->entries);
     qw_free(gp);
+}
+
+/* ---- options, validated at plan time --------------------------------------------------------- */
+
+typedef struct type_override {
+    pcre2_code *re;
+    qw_qtype type;
+} type_override;
+
+typedef struct gguf_settings {
+    qw_type_options types;
+    type_override *overrides; /* tensor_type, in the order given */
+    size_t n_overrides;
+    pcre2_match_data *match;
+    qw_imatrix *imatrix; /* moved into the plan */
+    const char *imatrix_path;
+} gguf_settings;
+
+static void settings_free(gguf_settings *s) {
+    for (size_t i = 0; i < s->n_overrides; i++) pcre2_code_free(s->overrides[i].re);
+    qw_free(s->overrides);
+    pcre2_match_data_free(s->match);
+    qw_imatrix_free(s->imatrix);
+    memset(s, 0, sizeof *s);
+}
+
+/* A ggml type name given in an option: known, and producible by this build. */
+static qw_status parse_type(const char *option, const char *value, size_t len, qw_qtype *out,
+                            qw_error *err) {
+    char name[32];
+    if (len == 0 || len >= sizeof name) {
+        return qw_fail_at(err, QW_ERR_BAD_OPTION, option, -1,
+                          "option \"%s\": \"%.*s\" is not a ggml type name (e.g. q8_0, q6_K, "
+                          "f16)", option, (int)len, value);
+    }
+    memcpy(name, value, len);
+    name[len] = '\0';
+    if (!qw_qtype_from_name(name, out)) {
+        qw_buf known = {0};
+        for (int t = 0; t < QW_QTYPE_COUNT; t++) {
+            if (qw_qtype_get((qw_qtype)t)->quantize) {
+                qw_buf_printf(&known, "%s%s", known.len ? ", " : "", qw_qtype_name((qw_qtype)t));
+            }
+        }
+        qw_status st = qw_fail_at(err, QW_ERR_BAD_OPTION, option, -1,
+                                  "option \"%s\": unknown type \"%s\" (this build can write: "
+                                  "%s)", option, name, known.data ? known.data : "");
+        qw_buf_free(&known);
+        return st;
+    }
+    if (!qw_qtype_get(*out)->quantize) {
+        return qw_fail_at(err, QW_ERR_FORMAT_NOT_SUPPORTED, option, -1,
+                          "option \"%s\": this build cannot produce type %s yet", option,
+                          qw_qtype_name(*out));
+    }
+    return QW_OK;
+}
+
+/* tensor_type: "REGEX=TYPE[,REGEX=TYPE...]". A pattern runs to its first '=' and a type to the
+ * next ',', so patterns may hold commas ("blk\\.[0-9]{1,2}\\.attn_v=q8_0"). As llama-quantize
+ * does, patterns are lower-cased before they are compiled. */
+static qw_status parse_overrides(gguf_settings *s, const char *value, qw_error *err) {
+    static const char *const option = "tensor_type";
+    for (const char *p = value; *p;) {
+        const char *eq = strchr(p, '=');
+        if (!eq) {
+            return qw_fail_at(err, QW_ERR_BAD_OPTION, option, -1,
+                              "option \"%s\": \"%s\" is not REGEX=TYPE", option, p);
+        }
+        if (eq == p) {
+            return qw_fail_at(err, QW_ERR_BAD_OPTION, option, -1,
+                              "option \"%s\": missing pattern before '=' in \"%s\"", option, p);
+        }
+        const char *type = eq + 1, *type_end = strchr(type, ',');
+        if (!type_end) type_end = type + strlen(type);
+        qw_qtype t;
+        QW_TRY(parse_type(option, type, (size_t)(type_end - type), &t, err));
+        char *pattern = qw_strndup(p, (size_t)(eq - p));
+        if (!pattern) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+        qw_str_lower(pattern);
+        int code;
+        PCRE2_SIZE at;
+        pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &code, &at,
+                                       NULL);
+        if (!re) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(code, msg, sizeof msg);
+            qw_status st = qw_fail_at(err, QW_ERR_BAD_OPTION, option, -1,
+                                      "option \"%s\": pattern \"%s\" is not a valid regular "
+                                      "expression: %s at offset %zu", option, pattern,
+                                      (const char *)msg, (size_t)at);
+            qw_free(pattern);
+            return st;
+        }
+        qw_free(pattern);
+        type_override *o = qw_realloc_array(s->overrides, s->n_overrides + 1, sizeof *o);
+        if (!o) {
+            pcre2_code_free(re);
+            return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+        }
+        s->overrides = o;
+        s->overrides[s->n_overrides++] = (type_override){re, t};
+        if (!s->match) {
+            s->match = pcre2_match_data_create(1, NULL);
+            if (!s->match) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+        }
+        p = *type_end ? type_end + 1 : type_end;
+    }
+    return QW_OK;
+}
+
+/* The type of the first pattern found in `name` (std::regex_search semantics), or
+ * QW_QTYPE_COUNT. */
+static qw_status match_override(const gguf_settings *s, const char *name, qw_qtype *out,
+                                qw_error *err) {
+    *out = QW_QTYPE_COUNT;
+    for (size_t i = 0; i < s->n_overrides; i++) {
+        int rc = pcre2_match(s->overrides[i].re, (PCRE2_SPTR)name, strlen(name), 0, 0, s->match,
+                             NULL);
+        if (rc >= 0) {
+            *out = s->overrides[i].type;
+            return QW_OK;
+        }
+        if (rc != PCRE2_ERROR_NOMATCH) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(rc, msg, sizeof msg);
+            return qw_fail_at(err, QW_ERR_BAD_OPTION, "tensor_type", -1,
+                              "option \"tensor_type\": matching pattern %zu against \"%s\" "
+                              "failed: %s", i + 1, name, (const char *)msg);
+        }
+    }
+    return QW_OK;
+}
+
+static qw_status parse_settings(const qw_run_context *ctx, gguf_settings *s, qw_error *err) {
+    const qw_options *o = ctx->options;
+    memset(s, 0, sizeof *s);
+    s->types.quantize_output = !qw_options_get_bool(o, "leave_output_tensor", false);
+    s->types.pure = qw_options_get_bool(o, "pure", false);
+    s->types.output_type = QW_QTYPE_COUNT;
+    s->types.embedding_type = QW_QTYPE_COUNT;
+    const char *v;
+    if ((v = qw_options_get(o, "output_tensor_type")) != NULL) {
+        QW_TRY(parse_type("output_tensor_type", v, strlen(v), &s->types.output_type, err));
+    }
+    if ((v = qw_options_get(o, "token_embedding_type")) != NULL) {
+        QW_TRY(parse_type("token_embedding_type", v, strlen(v), &s->types.embedding_type, err));
+    }
+    if ((v = qw_options_get(o, "tensor_type")) != NULL) QW_TRY(parse_overrides(s, v, err));
+    if ((v = qw_options_get(o, "imatrix")) != NULL) {
+        if (!*v) {
+            return qw_fail_at(err, QW_ERR_BAD_OPTION, "imatrix", -1,
+                              "option \"imatrix\" needs the path of an importance matrix file");
+        }
+        qw_status st = qw_imatrix_open(v, &s->imatrix, err);
+        if (st != QW_OK) {
+            if (err) qw_error_prefix(err, "option \"imatrix\": ");
+            return st;
+        }
+        s->imatrix_path = v;
+        s->types.has_imatrix = true;
+        qw_log(ctx->reporter, QW_LOG_INFO,
+               "importance matrix %s: %zu entries, %lld chunks, dataset %s", v,
+               qw_imatrix_count(s->imatrix), (long long)qw_imatrix_chunks(s->imatrix),
+               qw_imatrix_dataset(s->imatrix) ? qw_imatrix_dataset(s->imatrix) : "(none)");
+    }
+    return QW_OK;
 }
 
 /* An output tensor before ordering. */
@@ -217,38 +423,87 @@ static qw_qtype hf_unquantized_type(const candidate *c, const qw_ftype_info *ft)
     return qw_qtype_get(ft->default_type)->is_float ? ft->default_type : QW_QTYPE_F16;
 }
 
-static qw_status choose_types(const qw_run_context *ctx, const qw_ftype_info *ft, candidate *c,
-                              size_t n, qw_error *err) {
-    const qw_model *m = ctx->model;
-    qw_type_rules rules = {
-        .ftype = ft,
-        .n_layer = m->hparams.n_layer,
-        .n_head = m->hparams.n_head,
-        .n_head_kv = m->hparams.n_head_kv,
-        .n_expert = m->hparams.n_expert,
-        .tied_embeddings = true,
-        .quantize_output = true,
-        .output_type = QW_QTYPE_COUNT,
-        .embedding_type = QW_QTYPE_COUNT,
-    };
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(c[i].name, "output.weight") == 0) rules.tied_embeddings = false;
-        qw_type_rules_count(&rules, c[i].name);
+/* The importance weights of one tensor that llama.cpp's quantizer converts, checked as llama.cpp
+ * checks them: an entry must hold one weight per column of each matrix (expert). */
+static qw_status attach_importance(const qw_run_context *ctx, const qw_imatrix *im,
+                                   const candidate *c, const qw_type_choice *ch, plan_entry *e,
+                                   const char *format, size_t *n_missing, qw_error *err) {
+    const qw_imatrix_entry *entry = qw_imatrix_find(im, c->name);
+    if (!entry) {
+        /* llama-imatrix never sees token_embd (a lookup, not a product): no entry is normal */
+        if (qw_tensor_category_of(c->name) != QW_CAT_TOKEN_EMBD) (*n_missing)++;
+        qw_log(ctx->reporter, QW_LOG_INFO, "%s: no importance matrix entry", c->name);
+        if (ch->requires_imatrix) {
+            return qw_fail_at(err, QW_ERR_INVALID_ARG, c->name, -1,
+                              "the importance matrix has no entry for tensor \"%s\", which %s "
+                              "makes %s: llama.cpp refuses to quantize it without one", c->name,
+                              format, qw_qtype_name(ch->type));
+        }
+        return QW_OK;
     }
+    const int64_t n_matrices = c->n_dims > 2 ? c->ne[2] : 1;
+    if ((uint64_t)entry->n_values != (uint64_t)(c->ne[0] * n_matrices)) {
+        if (qw_tensor_category_of(c->name) == QW_CAT_TOKEN_EMBD) {
+            qw_log(ctx->reporter, QW_LOG_INFO,
+                   "%s: importance matrix entry of %zu values does not fit (%lld needed); not "
+                   "used", c->name, entry->n_values, (long long)(c->ne[0] * n_matrices));
+            return QW_OK;
+        }
+        return qw_fail_at(err, QW_ERR_INVALID_ARG, c->name, -1,
+                          "the importance matrix entry for tensor \"%s\" has %zu values, but the "
+                          "tensor needs %lld (%lld columns x %lld matrices): is the matrix from "
+                          "another model?", c->name, entry->n_values,
+                          (long long)(c->ne[0] * n_matrices), (long long)c->ne[0],
+                          (long long)n_matrices);
+    }
+    e->importance = entry->values;
+    e->rows_per_matrix = c->ne[1];
+    return QW_OK;
+}
+
+static qw_status choose_types(const qw_run_context *ctx, const qw_ftype_info *ft,
+                              const gguf_settings *settings, candidate *c, size_t n,
+                              qw_error *err) {
+    const qw_model *m = ctx->model;
+    const qw_model_facts facts = {m->arch_name, m->hparams.n_layer, m->hparams.n_head,
+                                  m->hparams.n_head_kv, m->hparams.n_expert};
+    qw_type_rules rules;
+    qw_type_rules_init(&rules, ft, &facts, &settings->types);
+    for (size_t i = 0; i < n; i++) qw_type_rules_count(&rules, c[i].name);
     bool warned_requant = false;
+    size_t n_quantized = 0, n_missing = 0;
     for (size_t i = 0; i < n; i++) {
         plan_entry *e = &c[i].entry;
         const qw_qtype source_type = e->tensor ? e->tensor->type : QW_QTYPE_F32;
-        qw_qtype type;
-        if (qw_tensor_allows_quantization(c[i].name, c[i].n_dims, rules.quantize_output)) {
-            char note[160];
-            type = qw_type_rules_choose(&rules, c[i].name, c[i].ne[0], note, sizeof note);
-            if (note[0]) qw_log(ctx->reporter, QW_LOG_INFO, "%s: %s", c[i].name, note);
-        } else {
-            type = m->kind == QW_SOURCE_HF_DIR ? hf_unquantized_type(&c[i], ft) : source_type;
+        /* what llama.cpp's quantizer would read: the source tensor, or for a HF checkpoint the
+         * tensor as llama.cpp's converter writes it */
+        const qw_qtype input_type =
+            m->kind == QW_SOURCE_HF_DIR ? hf_unquantized_type(&c[i], ft) : source_type;
+        qw_tensor_desc desc = {c[i].name, c[i].n_dims, {0}, input_type};
+        memcpy(desc.ne, c[i].ne, sizeof desc.ne);
+        qw_qtype manual;
+        QW_TRY(match_override(settings, c[i].name, &manual, err));
+        qw_type_choice ch;
+        QW_TRY(qw_type_rules_choose(&rules, &desc, manual, &ch, err));
+        if (ch.note[0]) qw_log(ctx->reporter, QW_LOG_INFO, "%s: %s", c[i].name, ch.note);
+        if (ch.source == QW_TYPE_OVERRIDE) {
+            qw_log(ctx->reporter, QW_LOG_INFO, "%s: tensor_type gives %s", c[i].name,
+                   qw_qtype_name(manual));
         }
-        e->type = type;
-        if (e->source == SOURCE_TENSOR && type == source_type &&
+        if (ch.requires_imatrix && !settings->imatrix) {
+            return qw_fail_at(err, QW_ERR_INVALID_ARG, c[i].name, -1,
+                              "format %s needs an importance matrix: tensor \"%s\" gets type %s, "
+                              "which llama.cpp produces only with one (give the imatrix option "
+                              "a file from llama-imatrix)", ft->name, c[i].name,
+                              qw_qtype_name(ch.type));
+        }
+        e->type = ch.type;
+        if (settings->imatrix && ch.type != input_type) {
+            n_quantized++;
+            QW_TRY(attach_importance(ctx, settings->imatrix, &c[i], &ch, e, ft->name, &n_missing,
+                                     err));
+        }
+        if (e->source == SOURCE_TENSOR && ch.type == source_type &&
             e->transform == QW_TRANSFORM_NONE) {
             e->source = SOURCE_COPY; /* same type: bit for bit */
             continue;
@@ -258,20 +513,42 @@ static qw_status choose_types(const qw_run_context *ctx, const qw_ftype_info *ft
             return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, c[i].name, -1,
                               "%s: tensor \"%s\" is stored as %s, which qwodel cannot decode, "
                               "so it cannot be converted to %s", e->tensor->file, c[i].name,
-                              e->tensor->dtype_name, qw_qtype_name(type));
-        }
-        if (!qw_qtype_get(type)->quantize) {
-            return qw_fail_at(err, QW_ERR_FORMAT_NOT_SUPPORTED, c[i].name, -1,
-                              "tensor \"%s\" needs type %s, which this build cannot produce yet",
-                              c[i].name, qw_qtype_name(type));
+                              e->tensor->dtype_name, qw_qtype_name(ch.type));
         }
         if (!qw_qtype_get(source_type)->is_float && !warned_requant) {
             qw_log(ctx->reporter, QW_LOG_WARNING,
                    "%s: requantizing already-quantized tensors (%s -> %s ...): quality will be "
                    "lower than quantizing from the original weights", m->path,
-                   qw_qtype_name(source_type), qw_qtype_name(type));
+                   qw_qtype_name(source_type), qw_qtype_name(ch.type));
             warned_requant = true;
         }
+    }
+    if (settings->imatrix && n_missing) {
+        qw_log(ctx->reporter, QW_LOG_WARNING,
+               "importance matrix %s has no entry for %zu of the %zu tensors quantized (besides "
+               "token_embd); they are quantized without one (-v lists them)",
+               settings->imatrix_path, n_missing, n_quantized);
+    }
+    return QW_OK;
+}
+
+/* What llama-quantize records about an importance matrix (through its KV overrides: strings cut
+ * to 127 bytes, integers as u32). */
+static qw_status write_imatrix_metadata(const gguf_settings *s, qw_gguf_writer *w,
+                                        qw_error *err) {
+    if (!s->imatrix) return QW_OK;
+    char value[128];
+    snprintf(value, sizeof value, "%s", s->imatrix_path);
+    QW_TRY(qw_gguf_writer_set_str(w, "quantize.imatrix.file", value, err));
+    if (qw_imatrix_dataset(s->imatrix)) {
+        snprintf(value, sizeof value, "%s", qw_imatrix_dataset(s->imatrix));
+        QW_TRY(qw_gguf_writer_set_str(w, "quantize.imatrix.dataset", value, err));
+    }
+    QW_TRY(qw_gguf_writer_set_u32(w, "quantize.imatrix.entries_count",
+                                  (uint32_t)qw_imatrix_count(s->imatrix), err));
+    if (qw_imatrix_chunks(s->imatrix) > 0) {
+        QW_TRY(qw_gguf_writer_set_u32(w, "quantize.imatrix.chunks_count",
+                                      (uint32_t)qw_imatrix_chunks(s->imatrix), err));
     }
     return QW_OK;
 }
@@ -280,6 +557,26 @@ static qw_status gguf_plan_build(const qw_run_context *ctx, const char *format, 
                                  qw_error *err) {
     const qw_model *m = ctx->model;
     const qw_ftype_info *ft = qw_ftype_find(format);
+    for (size_t i = 0; !ft && i < qw_ftype_table_count(); i++) {
+        const qw_ftype_info *row = qw_ftype_table_at(i);
+        if (qw_strcasecmp(row->name, format) != 0) continue;
+        /* a format this build does not offer until its kernels exist */
+        bool types[QW_QTYPE_COUNT];
+        qw_ftype_types(row, types);
+        qw_buf missing = {0};
+        for (int t = 0; t < QW_QTYPE_COUNT; t++) {
+            if (types[t] && !qw_qtype_get((qw_qtype)t)->quantize) {
+                qw_buf_printf(&missing, "%s%s", missing.len ? ", " : "",
+                              qw_qtype_name((qw_qtype)t));
+            }
+        }
+        qw_status st = qw_fail(err, QW_ERR_FORMAT_NOT_SUPPORTED,
+                               "format \"%s\" is not available in this build: it needs types it "
+                               "cannot produce yet (%s)", row->name,
+                               missing.data ? missing.data : "");
+        qw_buf_free(&missing);
+        return st;
+    }
     if (!ft) {
         qw_buf names = {0};
         for (size_t i = 0; i < qw_ftype_count(); i++) {
@@ -303,16 +600,25 @@ static qw_status gguf_plan_build(const qw_run_context *ctx, const char *format, 
 
     candidate *c = NULL;
     size_t n = 0;
-    qw_status st = m->kind == QW_SOURCE_HF_DIR ? collect_hf(m, &c, &n, err)
-                                               : collect_gguf(m, &c, &n, err);
-    if (st != QW_OK) return st;
-    qsort(c, n, sizeof *c, cmp_candidates);
-    st = choose_types(ctx, ft, c, n, err);
+    gguf_settings settings;
+    qw_status st = parse_settings(ctx, &settings, err);
+    if (st == QW_OK) {
+        st = m->kind == QW_SOURCE_HF_DIR ? collect_hf(m, &c, &n, err)
+                                         : collect_gguf(m, &c, &n, err);
+    }
+    if (st == QW_OK) {
+        qsort(c, n, sizeof *c, cmp_candidates);
+        st = choose_types(ctx, ft, &settings, c, n, err);
+    }
     if (st == QW_OK) st = qw_gguf_writer_create(&gp->writer, err);
     if (st == QW_OK) {
         st = m->kind == QW_SOURCE_HF_DIR ? write_hf_metadata(m, ft, gp->writer, err)
                                          : write_gguf_metadata(m, ft, gp->writer, err);
     }
+    if (st == QW_OK) st = write_imatrix_metadata(&settings, gp->writer, err);
+    gp->imatrix = settings.imatrix; /* the plan's entries point into it */
+    settings.imatrix = NULL;
+    settings_free(&settings);
     if (st == QW_OK) {
         gp->entries = qw_calloc(n ? n : 1, sizeof *gp->entries);
         if (!gp->entries) st = qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
@@ -404,7 +710,9 @@ static void batch_task(void *p, size_t begin, size_t end, int worker) {
             job->status[worker] = st;
             return;
         }
-        info->quantize(row, job->out + r * job->row_bytes, e->row_len, NULL);
+        const float *importance =
+            e->importance ? e->importance + (out_row / e->rows_per_matrix) * e->row_len : NULL;
+        info->quantize(row, job->out + r * job->row_bytes, e->row_len, importance);
     }
 }
 
@@ -513,6 +821,17 @@ static qw_status gguf_execute(const qw_run_context *ctx, const qw_plan *plan,
                               qw_run_result *result, qw_error *err) {
     gguf_plan *gp = plan->priv;
     qw_reporter *r = ctx->reporter;
+    /* Refused before anything is written: a plan may name types whose encoders this build does
+     * not have yet (a dry run still shows it). */
+    for (size_t i = 0; i < plan->n_tensors; i++) {
+        const plan_entry *e = &gp->entries[i];
+        if (e->source == SOURCE_TENSOR && !qw_qtype_get(e->type)->quantize) {
+            return qw_fail_at(err, QW_ERR_FORMAT_NOT_SUPPORTED, plan->tensors[i].name, -1,
+                              "format %s: tensor \"%s\" needs type %s, which this build cannot "
+                              "produce yet", plan->format, plan->tensors[i].name,
+                              qw_qtype_name(e->type));
+        }
+    }
     qw_output_clean_stale(plan->output_path);
     exec_buffers b;
     QW_TRY(buffers_init(&b, plan, gp, qw_pool_threads(ctx->pool), err));
@@ -571,10 +890,11 @@ const qw_backend_ops qw_gguf_backend = {
     .name = "gguf",
     .description = "GGUF files for llama.cpp, Ollama and LM Studio (CPU-friendly).",
     .logger = "GGUFQuantizer",
-    .default_format = "Q4_0",
+    .default_format = "Q4_K_M",
     .format_count = format_count,
     .format_name = format_name,
     .format_description = format_description,
+    .format_find = format_find,
     .options = gguf_options,
     .n_options = sizeof gguf_options / sizeof gguf_options[0],
     .check_model = gguf_check_model,

@@ -1,120 +1,120 @@
-/* Formats and per-tensor type rules. The rules follow llama.cpp's llama-quant.cpp: which tensors
- * are quantized at all, the output/embedding choice, and the fallback when a row length is not a
- * multiple of the chosen type's block. */
-#include <stdio.h>
+/* The format table: one row per llama-quantize format qwodel can write. The per-tensor rules that
+ * give each tensor its type within a format are in ftype_rules.c. */
 #include <string.h>
 
 #include "ftype.h"
 
+#define NONE QW_QTYPE_COUNT
+
+/* Ids are llama.cpp's llama_ftype values (llama.h), descriptions one line each. The first eleven
+ * are the API spec's formats, in its order; the rest are llama-quantize's other formats. */
 static const qw_ftype_info ftype_table[] = {
-    {"Q8_0", 7, QW_QTYPE_Q8_0, "Near-lossless quality. Requires more RAM."},
-    {"Q4_0", 2, QW_QTYPE_Q4_0, "Compact 4-bit, slightly smaller than Q4_K_M."},
-    {"F16", 1, QW_QTYPE_F16, "16-bit float, unquantized: the reference for quality."},
-    {"BF16", 32, QW_QTYPE_BF16, "bfloat16, unquantized: keeps the range of bf16 checkpoints."},
-    {"F32", 0, QW_QTYPE_F32, "32-bit float, unquantized: largest, exact."},
+    {"Q4_K_M", 15, QW_QTYPE_Q4_K, "Best balance of speed and quality. Recommended for most users.",
+     "Q4_K", false, NONE},
+    {"Q8_0", 7, QW_QTYPE_Q8_0, "Near-lossless quality. Requires more RAM.", NULL, false, NONE},
+    {"Q2_K", 10, QW_QTYPE_Q2_K, "Maximum compression. Reduced quality.", NULL, false, NONE},
+    {"Q3_K_M", 12, QW_QTYPE_Q3_K, "3-bit medium quality.", "Q3_K", false, NONE},
+    {"Q4_0", 2, QW_QTYPE_Q4_0, "Compact 4-bit, slightly smaller than Q4_K_M.", NULL, false, NONE},
+    {"Q4_K_S", 14, QW_QTYPE_Q4_K, "Small 4-bit K-quant.", NULL, false, NONE},
+    {"Q5_K_M", 17, QW_QTYPE_Q5_K, "Better quality than Q4_K_M, slightly larger.", "Q5_K", false,
+     NONE},
+    {"Q5_K_S", 16, QW_QTYPE_Q5_K, "Small 5-bit K-quant.", NULL, false, NONE},
+    {"Q6_K", 18, QW_QTYPE_Q6_K, "High quality between Q8_0 and Q4_K_M.", NULL, false, NONE},
+    {"IQ4_NL", 25, QW_QTYPE_IQ4_NL, "4.5 bpw importance-based quantization.", NULL, false, NONE},
+    {"IQ3_M", 27, QW_QTYPE_IQ3_S, "3.66 bpw compact importance quantization.", NULL, false, NONE},
+    {"Q4_1", 3, QW_QTYPE_Q4_1, "Legacy 4-bit with a per-block offset, a little larger than Q4_0.",
+     NULL, false, NONE},
+    {"Q5_0", 8, QW_QTYPE_Q5_0, "Legacy 5-bit, symmetric.", NULL, false, NONE},
+    {"Q5_1", 9, QW_QTYPE_Q5_1, "Legacy 5-bit with a per-block offset.", NULL, false, NONE},
+    {"Q3_K_S", 11, QW_QTYPE_Q3_K, "3-bit small: 3-bit K-quants throughout.", NULL, false, NONE},
+    {"Q3_K_L", 13, QW_QTYPE_Q3_K, "3-bit large: 5-bit attention values and feed-forward outputs.",
+     NULL, false, NONE},
+    {"IQ4_XS", 30, QW_QTYPE_IQ4_XS, "4.25 bpw non-linear quantization.", NULL, false, NONE},
+    {"IQ3_S", 26, QW_QTYPE_IQ3_S, "3.44 bpw importance quantization.", NULL, false, NONE},
+    {"IQ3_XS", 22, QW_QTYPE_IQ3_S,
+     "3.3 bpw importance quantization mix (needs --imatrix for rows of 256).", NULL, false, NONE},
+    {"Q2_K_S", 21, QW_QTYPE_Q2_K, "2-bit K-quant, smaller mix than Q2_K (needs --imatrix).", NULL,
+     true, QW_QTYPE_Q2_K},
+    {"IQ3_XXS", 23, QW_QTYPE_IQ3_XXS, "3.06 bpw importance quantization (needs --imatrix).", NULL,
+     true, NONE},
+    {"IQ2_M", 29, QW_QTYPE_IQ2_S, "2.7 bpw importance quantization (needs --imatrix).", NULL, true,
+     NONE},
+    {"IQ2_S", 28, QW_QTYPE_IQ2_XS, "2.5 bpw importance quantization (needs --imatrix).", NULL,
+     true, NONE},
+    {"IQ2_XS", 20, QW_QTYPE_IQ2_XS, "2.31 bpw importance quantization (needs --imatrix).", NULL,
+     true, NONE},
+    {"IQ2_XXS", 19, QW_QTYPE_IQ2_XXS, "2.06 bpw importance quantization (needs --imatrix).", NULL,
+     true, NONE},
+    {"IQ1_M", 31, QW_QTYPE_IQ1_M, "1.75 bpw importance quantization (needs --imatrix).", NULL,
+     true, NONE},
+    {"IQ1_S", 24, QW_QTYPE_IQ1_S, "1.56 bpw importance quantization (needs --imatrix).", NULL,
+     true, NONE},
+    {"F16", 1, QW_QTYPE_F16, "16-bit float, unquantized: the reference for quality.", NULL, false,
+     NONE},
+    {"BF16", 32, QW_QTYPE_BF16, "bfloat16, unquantized: keeps the range of bf16 checkpoints.",
+     NULL, false, NONE},
+    {"F32", 0, QW_QTYPE_F32, "32-bit float, unquantized: largest, exact.", NULL, false, NONE},
 };
 
 #define N_FTYPES (sizeof ftype_table / sizeof ftype_table[0])
 
-size_t qw_ftype_count(void) { return N_FTYPES; }
+size_t qw_ftype_table_count(void) { return N_FTYPES; }
 
-const qw_ftype_info *qw_ftype_at(size_t index) {
+const qw_ftype_info *qw_ftype_table_at(size_t index) {
     return index < N_FTYPES ? &ftype_table[index] : NULL;
 }
 
-const qw_ftype_info *qw_ftype_find(const char *name) {
+bool qw_ftype_offered(const qw_ftype_info *ft) {
+    if (!ft) return false;
+    if (!ft->needs_every_encoder) return true;
+    bool types[QW_QTYPE_COUNT];
+    qw_ftype_types(ft, types);
+    for (int t = 0; t < QW_QTYPE_COUNT; t++) {
+        if (types[t] && !qw_qtype_get((qw_qtype)t)->quantize) return false;
+    }
+    return true;
+}
+
+size_t qw_ftype_count(void) {
+    size_t n = 0;
+    for (size_t i = 0; i < N_FTYPES; i++) n += qw_ftype_offered(&ftype_table[i]);
+    return n;
+}
+
+const qw_ftype_info *qw_ftype_at(size_t index) {
     for (size_t i = 0; i < N_FTYPES; i++) {
-        if (qw_strcasecmp(ftype_table[i].name, name) == 0) return &ftype_table[i];
+        if (!qw_ftype_offered(&ftype_table[i])) continue;
+        if (index-- == 0) return &ftype_table[i];
     }
     return NULL;
 }
 
-static bool contains(const char *s, const char *part) { return strstr(s, part) != NULL; }
-
-bool qw_tensor_allows_quantization(const char *name, int n_dims, bool quantize_output) {
-    if (n_dims < 2) return false;
-    if (!qw_str_ends_with(name, "weight")) return false;
-    if (contains(name, "_norm.weight")) return false;
-    if (!quantize_output && strcmp(name, "output.weight") == 0) return false;
-    static const char *const never[] = {
-        "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel",
-        "per_layer_model_proj", "ssm_conv1d", "shortconv.conv.weight", "time_mix_first.weight",
-        "time_mix_w0.weight", "time_mix_w1.weight", "time_mix_w2.weight", "time_mix_v0.weight",
-        "time_mix_v1.weight", "time_mix_v2.weight", "time_mix_a0.weight", "time_mix_a1.weight",
-        "time_mix_a2.weight", "time_mix_g1.weight", "time_mix_g2.weight",
-        "time_mix_decay_w1.weight", "time_mix_decay_w2.weight", "time_mix_lerp_fused.weight",
-        "attn_rel_b.weight", ".position_embd", ".patch_embd", ".rel_pos",
-    };
-    for (size_t i = 0; i < sizeof never / sizeof never[0]; i++) {
-        if (contains(name, never[i])) return false;
-    }
-    return strcmp(name, "position_embd.weight") != 0 && strcmp(name, "token_types.weight") != 0;
-}
-
-bool qw_tensor_keeps_f32(const char *name, int n_dims) {
-    return n_dims < 2 || !qw_str_ends_with(name, ".weight") || contains(name, "_norm.weight") ||
-           contains(name, "ffn_gate_inp.weight");
-}
-
-static bool is_attn_v_like(const char *name) {
-    return contains(name, "attn_v.weight") || contains(name, "attn_qkv.weight") ||
-           contains(name, "attn_kv_b.weight");
-}
-
-void qw_type_rules_count(qw_type_rules *rules, const char *name) {
-    if (is_attn_v_like(name)) rules->n_attention_wv++;
-}
-
-/* llama.cpp's substitute when a row does not fill whole blocks of the chosen type. */
-static const struct {
-    qw_qtype from, to;
-} fallback_table[] = {
-    {QW_QTYPE_IQ1_S, QW_QTYPE_IQ4_NL},  {QW_QTYPE_IQ1_M, QW_QTYPE_IQ4_NL},
-    {QW_QTYPE_IQ2_XXS, QW_QTYPE_IQ4_NL}, {QW_QTYPE_IQ2_XS, QW_QTYPE_IQ4_NL},
-    {QW_QTYPE_IQ2_S, QW_QTYPE_IQ4_NL},  {QW_QTYPE_IQ3_XXS, QW_QTYPE_IQ4_NL},
-    {QW_QTYPE_IQ3_S, QW_QTYPE_IQ4_NL},  {QW_QTYPE_IQ4_XS, QW_QTYPE_IQ4_NL},
-    {QW_QTYPE_Q2_0, QW_QTYPE_Q4_0},     {QW_QTYPE_Q2_K, QW_QTYPE_Q4_0},
-    {QW_QTYPE_Q3_K, QW_QTYPE_Q4_0},     {QW_QTYPE_TQ1_0, QW_QTYPE_Q4_0},
-    {QW_QTYPE_TQ2_0, QW_QTYPE_Q4_0},    {QW_QTYPE_Q4_K, QW_QTYPE_Q5_0},
-    {QW_QTYPE_Q5_K, QW_QTYPE_Q5_1},     {QW_QTYPE_Q6_K, QW_QTYPE_Q8_0},
-};
-
-static qw_qtype fallback(qw_qtype type, int64_t ne0, char *note, size_t note_bytes) {
-    const qw_qtype_info *info = qw_qtype_get(type);
-    if (ne0 % info->block_elems == 0) return type;
-    qw_qtype to = QW_QTYPE_F16; /* llama.cpp refuses types without a row here; F16 always fits */
-    for (size_t i = 0; i < sizeof fallback_table / sizeof fallback_table[0]; i++) {
-        if (fallback_table[i].from == type) to = fallback_table[i].to;
-    }
-    if (ne0 % qw_qtype_get(to)->block_elems != 0) to = QW_QTYPE_F16;
-    snprintf(note, note_bytes, "rows of %lld are not a multiple of %u for %s: using %s",
-             (long long)ne0, info->block_elems, info->name, qw_qtype_name(to));
-    return to;
-}
-
-qw_qtype qw_type_rules_choose(qw_type_rules *rules, const char *name, int64_t ne0,
-                              char *note, size_t note_bytes) {
-    if (note_bytes) note[0] = '\0';
-    const qw_qtype def = rules->ftype->default_type;
-    const bool is_output = strcmp(name, "output.weight") == 0;
-    const bool is_embd = strcmp(name, "token_embd.weight") == 0;
-    if (is_embd && rules->embedding_type != QW_QTYPE_COUNT) return rules->embedding_type;
-    if (is_output && rules->output_type != QW_QTYPE_COUNT) return rules->output_type;
-    if (qw_qtype_get(def)->is_float) return def; /* float formats take no mix rules */
-
-    qw_qtype type = def;
-    if (is_output || (rules->tied_embeddings && is_embd)) {
-        if (rules->output_type != QW_QTYPE_COUNT) {
-            type = rules->output_type;
-        } else if (ne0 % qw_qtype_get(def)->block_elems != 0) {
-            type = QW_QTYPE_Q8_0;
-        } else if (def != QW_QTYPE_Q8_0) {
-            type = QW_QTYPE_Q6_K;
+/* True when `name` equals one of the space-separated words of `list`, ignoring case. */
+static bool in_word_list(const char *list, const char *name) {
+    size_t len = strlen(name);
+    for (const char *p = list; p && *p;) {
+        size_t w = strcspn(p, " ");
+        if (w == len) {
+            char word[32];
+            if (w < sizeof word) {
+                memcpy(word, p, w);
+                word[w] = '\0';
+                if (qw_strcasecmp(word, name) == 0) return true;
+            }
         }
-    } else if (is_attn_v_like(name)) {
-        rules->i_attention_wv++;
-    } else if (contains(name, "ffn_down")) {
-        rules->i_ffn_down++;
+        p += w;
+        while (*p == ' ') p++;
     }
-    return fallback(type, ne0, note, note_bytes);
+    return false;
+}
+
+const qw_ftype_info *qw_ftype_find(const char *name) {
+    if (!name) return NULL;
+    for (size_t i = 0; i < N_FTYPES; i++) {
+        const qw_ftype_info *ft = &ftype_table[i];
+        if (qw_strcasecmp(ft->name, name) == 0 || in_word_list(ft->aliases, name)) {
+            return qw_ftype_offered(ft) ? ft : NULL;
+        }
+    }
+    return NULL;
 }

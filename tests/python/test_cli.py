@@ -59,8 +59,8 @@ def test_model_flag_default_format_and_dry_run(qwodel_bin, model_dir, tmp_path):
     proc = run_qwodel(qwodel_bin, "quantize", "-m", src, "-o", tmp_path, "--dry-run")
     lines = proc.stdout.splitlines()
     assert "tensor" in lines[0] and "transform" in lines[0]
-    assert any("blk.0.attn_q.weight" in line and "q4_0" in line for line in lines)
-    assert lines[-1].startswith(f"output: {tmp_path}/qwen3-q4_0.gguf")
+    assert any("blk.0.attn_q.weight" in line and "q4_K" in line for line in lines)
+    assert lines[-1].startswith(f"output: {tmp_path}/qwen3-q4_k_m.gguf")
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
     plan = json.loads(run_qwodel(qwodel_bin, "quantize", src, "-f", "q8_0", "-o", tmp_path,
                                  "--dry-run", "--json").stdout)
@@ -249,3 +249,21 @@ def test_corrupt_gguf_inputs_fail_cleanly(qwodel_bin, model_dir, tmp_path):
         message = proc.stderr.strip().splitlines()[-1]
         assert str(path) in message and needle in message, (label, message)
         assert not out.exists() or not any(out.iterdir()), label
+
+
+def test_aliases_bool_flags_and_repeated_lists(qwodel_bin, model_dir, tmp_path):
+    src = model_dir("llama2")
+    # llama-quantize's alias names a format; the backend is inferred from it
+    plan = run_qwodel(qwodel_bin, "quantize", src, "-f", "q4_k", "--dry-run", "-o", tmp_path)
+    assert plan.stdout.splitlines()[-1].startswith(f"output: {tmp_path}/llama2-q4_k_m.gguf")
+    # a boolean flag does not swallow the model path that follows it
+    run_qwodel(qwodel_bin, "quantize", "--pure", src, "-f", "Q4_K_M", "--dry-run", "-o", tmp_path)
+    run_qwodel(qwodel_bin, "quantize", "--pure", "false", src, "--dry-run", "-o", tmp_path)
+    # a list option given twice keeps both entries
+    plan = json.loads(run_qwodel(qwodel_bin, "quantize", src, "-f", "Q4_K_M", "--dry-run",
+                                 "--json", "-o", tmp_path, "--tensor-type", "attn_q=q8_0",
+                                 "--tensor-type", "ffn_down=q6_K").stdout)
+    types = {t["name"]: t["type"] for t in plan["tensors"]}
+    assert types["blk.0.attn_q.weight"] == "q8_0"
+    assert types["blk.1.ffn_down.weight"] == "q6_K"
+    assert types["blk.1.ffn_up.weight"] == "q4_K"

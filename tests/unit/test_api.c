@@ -96,6 +96,11 @@ TEST(tables) {
         if (strcmp(qw_format_name(0, f), "Q8_0") == 0) has_q8 = 1;
     }
     CHECK(has_q8);
+    int q4km = qw_format_find(0, "q4_k"); /* llama-quantize's alias */
+    CHECK(q4km >= 0 && strcmp(qw_format_name(0, (size_t)q4km), "Q4_K_M") == 0);
+    CHECK_EQ_INT(qw_format_find(0, "int4"), -1);
+    CHECK_EQ_INT(qw_format_find(99, "Q8_0"), -1);
+    CHECK_EQ_INT(qw_format_find(0, NULL), -1);
     CHECK(qw_format_name(0, 999) == NULL);
     CHECK(qw_option_count(0) >= 1);
     CHECK_EQ_STR(qw_option_name(0, 0), "threads");
@@ -197,7 +202,7 @@ TEST(plan_run_info) {
 
     /* the default format */
     CHECK_OK(qw_quantizer_run(q, NULL, NULL, NULL, 0, &err), &err);
-    CHECK(qw_str_ends_with(qw_quantizer_output_path(q), "-q4_0.gguf"));
+    CHECK(qw_str_ends_with(qw_quantizer_output_path(q), "-q4_k_m.gguf"));
     qw_quantizer_free(q);
     qw_free(out_dir);
     qw_free(model);
