@@ -45,9 +45,12 @@ test-python:
 		QWODEL_BUILD_DIR=$(abspath $(ASAN_BUILD)) QWODEL_LIB=$(abspath $(ASAN_BUILD))/libqwodel.so \
 		$(PYTHON) -m pytest -q tests/python/api
 
+# Speed and memory against llama.cpp's quantizer (minutes; see each script's --help).
 bench: build
 	@scripts/ensure-deps.sh bench
+	$(PYTHON) bench/bench_types.py --build $(BUILD)
 	$(PYTHON) bench/bench_q8_0.py --qwodel $(BUILD)/qwodel
+	$(PYTHON) bench/bench_e2e.py --qwodel $(BUILD)/qwodel
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "python"))
 sys.path.insert(0, str(HERE))
 
 from bench_q8_0 import PYTHON_BASELINE  # noqa: E402
-from bench_q8_0 import measure as measure_wait4  # noqa: E402
+from bench_q8_0 import measure_wait4  # noqa: E402
 
 DEFAULT_FORMATS = ["Q4_K_M", "Q8_0", "Q4_0", "Q6_K", "IQ4_NL"]
 

@@ -39,8 +39,10 @@ sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode
 PYTHON_BASELINE = "import ctypes, sys, llama_cpp"
 
 
-def measure(cmd: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS in bytes) of one process."""
+def measure_wait4(cmd: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak RSS in bytes) of one process, from wait4. A child's ru_maxrss counts
+    what it inherited from this process until its exec, so bench_e2e.measure (GNU time) is used
+    when available."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -82,6 +84,8 @@ def main() -> int:
     params = sum(os.path.getsize(p) for p in model.glob("*.safetensors")) // 2
     print(f"model: {params / 1e6:.0f}M parameters, F16 GGUF {f16_file.stat().st_size / 2**20:.0f} "
           f"MiB, {args.threads} threads, {args.runs} alternating runs")
+
+    from bench_e2e import measure  # GNU time: a peak RSS that is the command's own
 
     routes = {
         "llama.cpp F16 GGUF -> Q8_0": [sys.executable, "-c", LLAMA_QUANTIZE, str(f16_file),

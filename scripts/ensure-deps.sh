@@ -7,6 +7,8 @@ step=${1:-build}
 python=${PYTHON:-python3}
 
 build_debs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev)
+# GNU time measures a benchmarked command's own peak memory
+[ "$step" = bench ] && build_debs+=(time)
 # Python packages as "import-name:pip-spec"
 test_pips=("numpy:numpy" "pytest:pytest" "gguf:gguf" "tokenizers:tokenizers"
            "llama_cpp:llama-cpp-python")

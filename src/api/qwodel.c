@@ -6,6 +6,7 @@
 #include "backend.h"
 #include "file.h"
 #include "pool.h"
+#include "simd.h"
 
 #define DEFAULT_OUTPUT_DIR "./quantized_models"
 
@@ -124,6 +125,7 @@ qw_status qw_system_info_json(char **out, qw_error *err) {
     json_object_set_new(cpu, "threads", json_integer(qw_cpu_count()));
     json_object_set_new(root, "version", json_string(qw_version()));
     json_object_set_new(root, "cpu", cpu);
+    json_object_set_new(root, "kernels", json_string(qw_qtype_kernels()));
     json_object_set_new(root, "cuda", json_false());
     json_object_set_new(root, "hub", json_false());
     for (size_t i = 0; i < qw_backends_count(); i++) {

@@ -23,6 +23,7 @@
 #include "backend.h"
 #include "file.h"
 #include "ftype.h"
+#include "simd.h"
 #include "imatrix.h"
 
 #define BATCH_OUTPUT_BYTES (16u << 20) /* output bytes quantized between two writes */
@@ -694,16 +695,14 @@ static void batch_task(void *p, size_t begin, size_t end, int worker) {
             st = qw_model_read_rows(e->tensor, src_row, 1, row, &job->errors[worker]);
         }
         if (st == QW_OK) {
-            for (int64_t i = 0; i < e->row_len; i++) {
-                /* x - x is NaN exactly for NaN and +-Inf: such weights are a corrupt model, and
-                 * quantizing them is undefined (float -> int conversions out of range). */
-                if (row[i] - row[i] != 0.0f) {
-                    st = qw_fail_at(&job->errors[worker], QW_ERR_CORRUPT, e->tensor->name, -1,
-                                    "%s: tensor \"%s\" holds a non-finite value (%g) in row "
-                                    "%lld", e->tensor->file, e->tensor->name, (double)row[i],
-                                    (long long)src_row);
-                    break;
-                }
+            /* NaN or Inf weights are a corrupt model, and quantizing them is undefined (float
+             * to int conversions out of range) */
+            const int64_t bad = qw_find_nonfinite(row, e->row_len);
+            if (bad >= 0) {
+                st = qw_fail_at(&job->errors[worker], QW_ERR_CORRUPT, e->tensor->name, -1,
+                                "%s: tensor \"%s\" holds a non-finite value (%g) in row %lld",
+                                e->tensor->file, e->tensor->name, (double)row[bad],
+                                (long long)src_row);
             }
         }
         if (st != QW_OK) {
@@ -790,8 +789,21 @@ static qw_status buffers_init(exec_buffers *b, const qw_plan *plan, const gguf_p
     return QW_OK;
 }
 
+/* Where a run stands, so progress can be reported inside large tensors too (a progress call is
+ * also where the Python layer gets to handle Ctrl-C). */
+typedef struct run_progress {
+    uint64_t done;  /* output bytes of finished tensors */
+    uint64_t total;
+    const char *message;
+} run_progress;
+
+static int progress_percent(const run_progress *p, uint64_t extra) {
+    return 5 + (int)(90.0 * (double)(p->done + extra) / (double)(p->total ? p->total : 1));
+}
+
 static qw_status write_converted(const qw_run_context *ctx, const plan_entry *e,
-                                 exec_buffers *b, qw_gguf_writer *w, qw_error *err) {
+                                 exec_buffers *b, qw_gguf_writer *w, const run_progress *progress,
+                                 qw_error *err) {
     uint64_t row_bytes = qw_qtype_row_bytes(e->type, e->row_len);
     int64_t batch_rows = row_bytes ? (int64_t)(BATCH_OUTPUT_BYTES / row_bytes) : 1;
     if (batch_rows < 1) batch_rows = 1;
@@ -808,8 +820,12 @@ static qw_status write_converted(const qw_run_context *ctx, const plan_entry *e,
             }
         }
         QW_TRY(qw_gguf_writer_write(w, b->out, (size_t)(row_bytes * (uint64_t)rows), err));
-        QW_TRY(qw_check_cancel(ctx->reporter, err));
         if (e->transform == QW_TRANSFORM_NONE) qw_model_release_rows(e->tensor, first, rows);
+        if (first + rows < e->n_rows) {
+            uint64_t so_far = row_bytes * (uint64_t)(first + rows);
+            QW_TRY(qw_progress(ctx->reporter, progress_percent(progress, so_far), "quantizing",
+                               progress->message, err));
+        }
     }
     if (e->transform != QW_TRANSFORM_NONE && e->row_len == e->tensor->ne[0]) {
         qw_model_release_rows(e->tensor, 0, e->n_rows); /* permuted rows are read out of order */
@@ -844,14 +860,14 @@ static qw_status gguf_execute(const qw_run_context *ctx, const qw_plan *plan,
         char message[256];
         snprintf(message, sizeof message, "[%zu/%zu] %s %s -> %s", i + 1, plan->n_tensors,
                  pt->name, pt->source_type, pt->type);
-        int percent = 5 + (int)(90.0 * (double)done / (double)(total ? total : 1));
-        st = qw_progress(r, percent, "quantizing", message, err);
+        run_progress progress = {done, total, message};
+        st = qw_progress(r, progress_percent(&progress, 0), "quantizing", message, err);
         if (st != QW_OK) break;
         qw_log(r, QW_LOG_DEBUG, "%s", message);
         switch (e->source) { /* the three ways a tensor's bytes are produced */
         case SOURCE_COPY: st = write_copy(e, gp->writer, r, err); break;
         case SOURCE_ROPE_FREQS: st = write_rope_freqs(ctx, e, gp->writer, err); break;
-        case SOURCE_TENSOR: st = write_converted(ctx, e, &b, gp->writer, err); break;
+        case SOURCE_TENSOR: st = write_converted(ctx, e, &b, gp->writer, &progress, err); break;
         }
         if (st != QW_OK) {
             if (err && st != QW_ERR_CANCELLED && !err->tensor[0]) {

@@ -1,7 +1,9 @@
 /* Mapped input files and atomically published output files. */
+#define _GNU_SOURCE /* fallocate(2) */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,16 +174,29 @@ char *qw_path_basename(const char *path) {
 
 /* ---- outputs -------------------------------------------------------------------------------- */
 
-#define OUTPUT_BUFFER_BYTES (4u << 20)
+/* Writes are double-buffered: the caller fills one buffer while a writer thread hands the other
+ * to the kernel, so quantization and I/O overlap instead of taking turns. */
+#define OUTPUT_BUFFER_BYTES (8u << 20)
 #define TEMP_MARK ".qwodel-tmp-"
 
 struct qw_output {
     int fd;
     char *final_path;
     char *temp_path;
-    uint8_t *buffer;
-    size_t buffered;
+    uint8_t *buffers[2];
+    int active;             /* the buffer the caller fills */
+    size_t buffered;        /* bytes in it */
     uint64_t offset;
+    uint64_t reserved;      /* bytes preallocated on disk */
+    /* the writer thread */
+    bool threaded;
+    pthread_t thread;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    const uint8_t *pending; /* buffer handed to the writer; NULL when it is idle */
+    size_t pending_bytes;
+    bool stop;
+    int write_errno;        /* first write error, reported by the next call */
 };
 
 /* "<dir>/.<name>.qwodel-tmp-" : the prefix every temporary file of final_path starts with. */
@@ -189,6 +204,53 @@ static char *temp_prefix(const char *final_path) {
     const char *slash = strrchr(final_path, '/');
     if (!slash) return qw_sprintf("." "%s" TEMP_MARK, final_path);
     return qw_sprintf("%.*s/.%s" TEMP_MARK, (int)(slash - final_path), final_path, slash + 1);
+}
+
+/* write(2) until done; 0 or an errno value. */
+static int write_all(int fd, const uint8_t *data, size_t bytes) {
+    while (bytes > 0) {
+        ssize_t n = write(fd, data, bytes);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        if (n == 0) return EIO;
+        data += n;
+        bytes -= (size_t)n;
+    }
+    return 0;
+}
+
+static void *writer_main(void *p) {
+    qw_output *o = p;
+    pthread_mutex_lock(&o->mutex);
+    for (;;) {
+        while (!o->pending && !o->stop) pthread_cond_wait(&o->cond, &o->mutex);
+        if (!o->pending) break;
+        const uint8_t *data = o->pending;
+        size_t bytes = o->pending_bytes;
+        bool failed = o->write_errno != 0; /* after an error, drop the rest */
+        pthread_mutex_unlock(&o->mutex);
+        int e = failed ? 0 : write_all(o->fd, data, bytes);
+        pthread_mutex_lock(&o->mutex);
+        if (e && !o->write_errno) o->write_errno = e;
+        o->pending = NULL;
+        pthread_cond_broadcast(&o->cond);
+    }
+    pthread_mutex_unlock(&o->mutex);
+    return NULL;
+}
+
+static qw_status write_error(const qw_output *o, int e, qw_error *err) {
+    if (e == ENOSPC || e == EDQUOT) {
+        return qw_fail(err, QW_ERR_IO, "%s: write failed: the disk is full (%s)", o->final_path,
+                       strerror(e));
+    }
+    if (e == EFBIG) {
+        return qw_fail(err, QW_ERR_IO, "%s: write failed: the file is larger than allowed (%s)",
+                       o->final_path, strerror(e));
+    }
+    return qw_fail(err, QW_ERR_IO, "%s: write failed: %s", o->final_path, strerror(e));
 }
 
 qw_status qw_output_open(const char *final_path, qw_output **out, qw_error *err) {
@@ -202,7 +264,8 @@ qw_status qw_output_open(const char *final_path, qw_output **out, qw_error *err)
     }
     o->fd = -1;
     o->final_path = qw_strdup(final_path);
-    o->buffer = qw_malloc(OUTPUT_BUFFER_BYTES);
+    o->buffers[0] = qw_malloc(OUTPUT_BUFFER_BYTES);
+    o->buffers[1] = qw_malloc(OUTPUT_BUFFER_BYTES);
     static unsigned counter;
     for (int attempt = 0; attempt < 100 && o->fd < 0; attempt++) {
         qw_free(o->temp_path);
@@ -213,31 +276,74 @@ qw_status qw_output_open(const char *final_path, qw_output **out, qw_error *err)
         if (o->fd < 0 && errno != EEXIST) break;
     }
     qw_free(prefix);
-    if (o->fd < 0) {
-        qw_status st = (!o->final_path || !o->buffer || !o->temp_path)
+    if (o->fd < 0 || !o->buffers[0] || !o->buffers[1]) {
+        qw_status st = (!o->final_path || !o->buffers[0] || !o->buffers[1] || !o->temp_path)
                            ? qw_fail(err, QW_ERR_NO_MEMORY, "out of memory")
                            : qw_fail(err, QW_ERR_IO, "%s: cannot create: %s", o->temp_path,
                                      strerror(errno));
         qw_output_abort(o);
         return st;
     }
+    pthread_mutex_init(&o->mutex, NULL);
+    pthread_cond_init(&o->cond, NULL);
+    /* Without a thread (it could not be created) writes simply happen inline. */
+    o->threaded = pthread_create(&o->thread, NULL, writer_main, o) == 0;
     *out = o;
     return QW_OK;
 }
 
-static qw_status output_flush(qw_output *o, qw_error *err) {
-    size_t done = 0;
-    while (done < o->buffered) {
-        ssize_t n = write(o->fd, o->buffer + done, o->buffered - done);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return qw_fail(err, QW_ERR_IO, "%s: write failed: %s", o->final_path, strerror(errno));
+qw_status qw_output_reserve(qw_output *o, uint64_t bytes, qw_error *err) {
+    if (bytes <= o->reserved || bytes > (uint64_t)INT64_MAX) return QW_OK;
+    int rc = fallocate(o->fd, 0, 0, (off_t)bytes);
+    if (rc != 0) {
+        /* Filesystems without fallocate are fine: the space is claimed as data arrives. */
+        if (errno == ENOSPC || errno == EDQUOT) {
+            return qw_fail(err, QW_ERR_IO, "%s: not enough disk space for %.1f MiB",
+                           o->final_path, (double)bytes / (1024.0 * 1024.0));
         }
-        if (n == 0) return qw_fail(err, QW_ERR_IO, "%s: write made no progress", o->final_path);
-        done += (size_t)n;
+        return QW_OK;
     }
+    o->reserved = bytes;
+    return QW_OK;
+}
+
+/* Hands the active buffer to the writer (after it finished the previous one) and switches. */
+static qw_status output_submit(qw_output *o, qw_error *err) {
+    if (o->buffered == 0) return QW_OK;
+    if (!o->threaded) {
+        int e = write_all(o->fd, o->buffers[o->active], o->buffered);
+        o->buffered = 0;
+        return e ? write_error(o, e, err) : QW_OK;
+    }
+    pthread_mutex_lock(&o->mutex);
+    while (o->pending) pthread_cond_wait(&o->cond, &o->mutex);
+    int e = o->write_errno;
+    if (!e) {
+        o->pending = o->buffers[o->active];
+        o->pending_bytes = o->buffered;
+        pthread_cond_broadcast(&o->cond);
+    }
+    pthread_mutex_unlock(&o->mutex);
+    if (e) return write_error(o, e, err);
+    o->active ^= 1;
     o->buffered = 0;
     return QW_OK;
+}
+
+/* Waits for the writer to finish everything handed to it and stops it. */
+static qw_status output_drain(qw_output *o, qw_error *err) {
+    if (!o->threaded) return QW_OK;
+    pthread_mutex_lock(&o->mutex);
+    while (o->pending) pthread_cond_wait(&o->cond, &o->mutex);
+    o->stop = true;
+    pthread_cond_broadcast(&o->cond);
+    int e = o->write_errno;
+    pthread_mutex_unlock(&o->mutex);
+    pthread_join(o->thread, NULL);
+    o->threaded = false;
+    pthread_mutex_destroy(&o->mutex);
+    pthread_cond_destroy(&o->cond);
+    return e ? write_error(o, e, err) : QW_OK;
 }
 
 qw_status qw_output_write(qw_output *o, const void *data, size_t bytes, qw_error *err) {
@@ -245,12 +351,12 @@ qw_status qw_output_write(qw_output *o, const void *data, size_t bytes, qw_error
     while (bytes > 0) {
         size_t room = OUTPUT_BUFFER_BYTES - o->buffered;
         size_t n = bytes < room ? bytes : room;
-        memcpy(o->buffer + o->buffered, p, n);
+        memcpy(o->buffers[o->active] + o->buffered, p, n);
         o->buffered += n;
         o->offset += n;
         p += n;
         bytes -= n;
-        if (o->buffered == OUTPUT_BUFFER_BYTES) QW_TRY(output_flush(o, err));
+        if (o->buffered == OUTPUT_BUFFER_BYTES) QW_TRY(output_submit(o, err));
     }
     return QW_OK;
 }
@@ -270,7 +376,14 @@ uint64_t qw_output_offset(const qw_output *o) { return o->offset; }
 const char *qw_output_temp_path(const qw_output *o) { return o->temp_path; }
 
 qw_status qw_output_commit(qw_output *o, qw_error *err) {
-    qw_status st = output_flush(o, err);
+    qw_status st = output_submit(o, err);
+    qw_status drained = output_drain(o, st == QW_OK ? err : NULL);
+    if (st == QW_OK) st = drained;
+    /* a reservation larger than what was written must not leave zeros at the end */
+    if (st == QW_OK && o->reserved > o->offset && ftruncate(o->fd, (off_t)o->offset) != 0) {
+        st = qw_fail(err, QW_ERR_IO, "%s: cannot set the file size: %s", o->final_path,
+                     strerror(errno));
+    }
     if (st == QW_OK && fsync(o->fd) != 0 && errno != EINVAL) {
         st = qw_fail(err, QW_ERR_IO, "%s: sync failed: %s", o->final_path, strerror(errno));
     }
@@ -297,11 +410,22 @@ qw_status qw_output_commit(qw_output *o, qw_error *err) {
 
 void qw_output_abort(qw_output *o) {
     if (!o) return;
+    if (o->threaded) {
+        pthread_mutex_lock(&o->mutex);
+        o->stop = true;
+        o->write_errno = o->write_errno ? o->write_errno : ECANCELED; /* drop queued data */
+        pthread_cond_broadcast(&o->cond);
+        pthread_mutex_unlock(&o->mutex);
+        pthread_join(o->thread, NULL);
+        pthread_mutex_destroy(&o->mutex);
+        pthread_cond_destroy(&o->cond);
+    }
     if (o->fd >= 0) close(o->fd);
     if (o->temp_path) unlink(o->temp_path);
     qw_free(o->temp_path);
     qw_free(o->final_path);
-    qw_free(o->buffer);
+    qw_free(o->buffers[0]);
+    qw_free(o->buffers[1]);
     qw_free(o);
 }
 

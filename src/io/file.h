@@ -46,10 +46,14 @@ char *qw_path_basename(const char *path);
 
 /* An output file: written to "<dir>/.<name>.qwodel-tmp-<pid>-<n>" and renamed to its final path
  * by qw_output_commit. qw_output_abort (or freeing without commit) removes the temporary file.
- * Writes are buffered; every failure (disk full, I/O error) is reported. */
+ * Writes are double-buffered through a writer thread; every failure (disk full, I/O error) is
+ * reported, at the latest by commit. One thread uses a qw_output at a time. */
 typedef struct qw_output qw_output;
 
 qw_status qw_output_open(const char *final_path, qw_output **out, qw_error *err);
+/* Claims `bytes` of disk up front where the filesystem can (fallocate): a full disk is then
+ * reported before any work, and the data lands in place. A shorter file is trimmed at commit. */
+qw_status qw_output_reserve(qw_output *o, uint64_t bytes, qw_error *err);
 qw_status qw_output_write(qw_output *o, const void *data, size_t bytes, qw_error *err);
 qw_status qw_output_write_zeros(qw_output *o, size_t bytes, qw_error *err);
 uint64_t qw_output_offset(const qw_output *o);

@@ -331,6 +331,7 @@ qw_status qw_gguf_writer_begin(qw_gguf_writer *w, const char *final_path, qw_err
     qw_buf b = {0};
     QW_TRY(header(w, &b, err));
     qw_status st = qw_output_open(final_path, &w->out, err);
+    if (st == QW_OK) st = qw_output_reserve(w->out, b.len + w->data_bytes, err);
     if (st == QW_OK) st = qw_output_write(w->out, b.data, b.len, err);
     qw_buf_free(&b);
     if (st != QW_OK) return st;
