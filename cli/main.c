@@ -266,8 +266,10 @@ static int backend_for_format(const char *format) {
     return found;
 }
 
-/* Whether `name` (as typed, with dashes) is a boolean option of some backend: such a flag takes
- * a value only when the next argument is a boolean word, so `--pure MODEL` keeps MODEL. */
+/* Whether `name` (as typed, with dashes) is a boolean option of some backend: before the model
+ * path is known such a flag takes a value only when the next argument is a boolean word, so
+ * `--pure MODEL` keeps MODEL; after it, the next argument is the flag's value and a bad one is
+ * reported against the option rather than as a stray argument. */
 static int is_bool_flag(const char *name) {
     char key[96];
     size_t n = strlen(name);
@@ -281,6 +283,11 @@ static int is_bool_flag(const char *name) {
         }
     }
     return 0;
+}
+
+/* `-o`, `--json`, ... but not `-1` or `-0.5`: a value may be a negative number. */
+static int looks_like_flag(const char *s) {
+    return s[0] == '-' && s[1] != '\0' && !(s[1] >= '0' && s[1] <= '9') && s[1] != '.';
 }
 
 static int is_bool_word(const char *s) {
@@ -354,8 +361,8 @@ static int cmd_quantize(int argc, char **argv) {
             snprintf(flag_store[n_pending], sizeof flag_store[n_pending], "%s", a + 2);
             pending_flags[n_pending] = flag_store[n_pending];
             pending_values[n_pending] = inline_value;
-            if (!inline_value && i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0 &&
-                (!is_bool_flag(a + 2) || is_bool_word(argv[i + 1]))) {
+            if (!inline_value && i + 1 < argc && !looks_like_flag(argv[i + 1]) &&
+                (model || !is_bool_flag(a + 2) || is_bool_word(argv[i + 1]))) {
                 pending_values[n_pending] = argv[++i];
             }
             n_pending++;

@@ -259,6 +259,9 @@ def test_aliases_bool_flags_and_repeated_lists(qwodel_bin, model_dir, tmp_path):
     # a boolean flag does not swallow the model path that follows it
     run_qwodel(qwodel_bin, "quantize", "--pure", src, "-f", "Q4_K_M", "--dry-run", "-o", tmp_path)
     run_qwodel(qwodel_bin, "quantize", "--pure", "false", src, "--dry-run", "-o", tmp_path)
+    # ... nor the short flag that follows it when the model path came first
+    plan = run_qwodel(qwodel_bin, "quantize", src, "--pure", "-f", "q8_0", "--dry-run", "-o", tmp_path)
+    assert plan.stdout.splitlines()[-1].startswith(f"output: {tmp_path}/llama2-q8_0.gguf")
     # a list option given twice keeps both entries
     plan = json.loads(run_qwodel(qwodel_bin, "quantize", src, "-f", "Q4_K_M", "--dry-run",
                                  "--json", "-o", tmp_path, "--tensor-type", "attn_q=q8_0",
