@@ -25,6 +25,7 @@
 #include "ftype.h"
 #include "simd.h"
 #include "imatrix.h"
+#include "half.h"
 
 #define BATCH_OUTPUT_BYTES (16u << 20) /* output bytes quantized between two writes */
 
@@ -67,7 +68,8 @@ static const qw_option_spec gguf_options[] = {
 typedef enum entry_source {
     SOURCE_TENSOR,    /* rows of a model tensor, possibly permuted, converted */
     SOURCE_COPY,      /* bytes of a model tensor, unchanged */
-    SOURCE_ROPE_FREQS /* generated llama3 rope factors */
+    SOURCE_ROPE_FREQS, /* generated llama3 rope factors */
+    SOURCE_VALUES      /* f32 values from the configuration (Phi-3 rope_factors_long/short) */
 } entry_source;
 
 typedef struct plan_entry {
@@ -78,10 +80,16 @@ typedef struct plan_entry {
     int64_t row_len;   /* elements per processed row */
     int64_t n_rows;
     int64_t head_rows; /* rows per head, for permutes */
+    const float *values; /* SOURCE_VALUES: row_len floats, owned by the model's hparams */
     /* importance weights: row_len per matrix, a matrix being rows_per_matrix consecutive rows
      * (one expert of a stacked 3-D tensor); NULL without an importance matrix entry */
     const float *importance;
     int64_t rows_per_matrix;
+    /* a stacked tensor (experts): n_parts source tensors of part_rows rows each, part k giving
+     * rows [k * part_rows, (k + 1) * part_rows); tensor is parts[0]. NULL otherwise. */
+    const qw_model_tensor *const *parts;
+    int64_t n_parts;
+    int64_t part_rows;
 } plan_entry;
 
 typedef struct gguf_plan {
@@ -89,6 +97,8 @@ typedef struct gguf_plan {
     plan_entry *entries; /* parallel to qw_plan.tensors */
     const qw_hparams *hparams;
     qw_imatrix *imatrix; /* owned; entries point into it */
+    const qw_model_tensor **parts; /* owned; the parts of every stacked entry */
+    size_t n_parts;
 } gguf_plan;
 
 static void gguf_plan_free(void *p) {
@@ -97,6 +107,7 @@ static void gguf_plan_free(void *p) {
     qw_gguf_writer_free(gp->writer);
     qw_imatrix_free(gp->imatrix);
     qw_free(gp->entries);
+    qw_free(gp->parts);
     qw_free(gp);
 }
 
@@ -273,6 +284,7 @@ typedef struct candidate {
     plan_entry entry;
     int n_dims;
     int64_t ne[4];
+    size_t parts_at; /* a stacked tensor's first slot in gguf_plan.parts, while collecting */
 } candidate;
 
 /* llama.cpp's loader order: tensors outside blocks first, then by block number, then by name. */
@@ -335,8 +347,112 @@ static qw_status write_gguf_metadata(const qw_model *m, const qw_ftype_info *ft,
 
 /* ---- planning ------------------------------------------------------------------------------- */
 
-static qw_status collect_hf(const qw_model *m, candidate **out, size_t *n_out, qw_error *err) {
-    candidate *c = qw_calloc(m->n_tensors + 1, sizeof *c);
+/* Files source tensor t as expert `expert` of the stacked tensor named c[*n].name: a new
+ * candidate for the first of its experts seen, else the one already made (searched from the
+ * end: checkpoints keep a layer's experts together, so it is among the last few). */
+static qw_status add_expert(const qw_model *m, gguf_plan *gp, candidate *c, size_t *n,
+                            const qw_model_tensor *t, int64_t expert, qw_error *err) {
+    candidate *stack = NULL;
+    for (size_t i = *n; i-- > 0;) {
+        if (c[i].entry.n_parts > 0 && strcmp(c[i].name, c[*n].name) == 0) {
+            stack = &c[i];
+            break;
+        }
+    }
+    if (!stack) {
+        const size_t n_expert = (size_t)m->hparams.n_expert;
+        const qw_model_tensor **p = qw_realloc_array(gp->parts, gp->n_parts + n_expert,
+                                                     sizeof *p);
+        if (!p) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+        gp->parts = p;
+        memset(p + gp->n_parts, 0, n_expert * sizeof *p);
+        stack = &c[(*n)++];
+        stack->entry.source = SOURCE_TENSOR;
+        stack->entry.n_parts = (int64_t)n_expert;
+        stack->parts_at = gp->n_parts;
+        gp->n_parts += n_expert;
+    }
+    const qw_model_tensor **slot = &gp->parts[stack->parts_at + (size_t)expert];
+    if (*slot) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
+                          "%s: tensors \"%s\" and \"%s\" are both expert %lld of \"%s\"",
+                          t->file, (*slot)->name, t->name, (long long)expert, stack->name);
+    }
+    *slot = t;
+    return QW_OK;
+}
+
+/* Checks every stacked tensor has all its experts, alike in shape and dtype, and gives it its
+ * 3-D shape: llama.cpp's {cols, rows, n_expert}. */
+static qw_status finish_stacks(const qw_model *m, gguf_plan *gp, candidate *c, size_t n,
+                               qw_error *err) {
+    for (size_t i = 0; i < n; i++) {
+        plan_entry *e = &c[i].entry;
+        if (e->n_parts == 0) continue;
+        const qw_model_tensor **parts = gp->parts + c[i].parts_at;
+        const qw_model_tensor *seen = NULL;
+        int64_t n_seen = 0;
+        for (int64_t k = 0; k < e->n_parts; k++) {
+            if (parts[k]) n_seen++, seen = seen ? seen : parts[k];
+        }
+        for (int64_t k = 0; k < e->n_parts; k++) {
+            if (!parts[k]) {
+                return qw_fail_at(err, QW_ERR_CORRUPT, c[i].name, -1,
+                                  "%s: expert %lld of \"%s\" is missing: the checkpoint has %lld "
+                                  "of the %lld experts config.json names (e.g. \"%s\")", m->path,
+                                  (long long)k, c[i].name, (long long)n_seen,
+                                  (long long)e->n_parts, seen->name);
+            }
+            const qw_model_tensor *t = parts[k];
+            if (t->n_dims != 2 || t->type != parts[0]->type || t->ne[0] != parts[0]->ne[0] ||
+                t->ne[1] != parts[0]->ne[1]) {
+                return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
+                                  "%s: expert tensor \"%s\" (%s, %d-D, %lld x %lld) does not "
+                                  "match \"%s\" (%s, %lld x %lld): the experts of \"%s\" must "
+                                  "be 2-D tensors of one shape and dtype", t->file, t->name,
+                                  t->dtype_name, t->n_dims, (long long)t->ne[1],
+                                  (long long)t->ne[0], parts[0]->name, parts[0]->dtype_name,
+                                  (long long)parts[0]->ne[1], (long long)parts[0]->ne[0],
+                                  c[i].name);
+            }
+        }
+        e->parts = parts;
+        e->tensor = parts[0];
+        e->row_len = parts[0]->ne[0];
+        e->part_rows = parts[0]->ne[1];
+        e->n_rows = e->part_rows * e->n_parts;
+        c[i].n_dims = 3;
+        c[i].ne[0] = e->row_len;
+        c[i].ne[1] = e->part_rows;
+        c[i].ne[2] = e->n_parts;
+        c[i].ne[3] = 1;
+    }
+    return QW_OK;
+}
+
+/* Phi-3's rope_factors_long/short: 1-D f32 tensors whose values come from config.json. */
+static size_t add_rope_factors(const qw_model *m, candidate *c) {
+    int64_t n_factors = 0;
+    if (!qw_arch_has_rope_factors(m->arch, &m->hparams, &n_factors)) return 0;
+    static const char *const names[2] = {"rope_factors_long.weight", "rope_factors_short.weight"};
+    const float *values[2] = {m->hparams.rope_long_factor, m->hparams.rope_short_factor};
+    for (size_t k = 0; k < 2; k++) {
+        snprintf(c[k].name, sizeof c[k].name, "%s", names[k]);
+        c[k].entry.source = SOURCE_VALUES;
+        c[k].entry.values = values[k];
+        c[k].entry.row_len = n_factors;
+        c[k].entry.n_rows = 1;
+        c[k].n_dims = 1;
+        c[k].ne[0] = n_factors;
+        c[k].ne[1] = c[k].ne[2] = c[k].ne[3] = 1;
+    }
+    return 2;
+}
+
+static qw_status collect_hf(const qw_model *m, gguf_plan *gp, candidate **out, size_t *n_out,
+                            qw_error *err) {
+    /* + rope_freqs and the two rope factor tensors */
+    candidate *c = qw_calloc(m->n_tensors + 3, sizeof *c);
     if (!c) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     size_t n = 0;
     int64_t n_rope = 0;
@@ -350,12 +466,14 @@ static qw_status collect_hf(const qw_model *m, candidate **out, size_t *n_out, q
         c[n].ne[1] = c[n].ne[2] = c[n].ne[3] = 1;
         n++;
     }
+    n += add_rope_factors(m, c + n);
     for (size_t i = 0; i < m->n_tensors; i++) {
         const qw_model_tensor *t = &m->tensors[i];
         qw_transform transform;
         bool drop;
-        qw_status st = qw_arch_map_tensor(m->arch, &m->hparams, t->name, c[n].name,
-                                          sizeof c[n].name, &transform, &drop, err);
+        int64_t expert;
+        qw_status st = qw_arch_map_tensor_part(m->arch, &m->hparams, t->name, c[n].name,
+                                               sizeof c[n].name, &transform, &drop, &expert, err);
         if (st != QW_OK) {
             qw_free(c);
             return st;
@@ -367,6 +485,14 @@ static qw_status collect_hf(const qw_model *m, candidate **out, size_t *n_out, q
                               "%s: tensor \"%s\" has dtype %s; only F32, F16 and BF16 weights "
                               "can be converted", t->file, t->name, t->dtype_name);
         }
+        if (expert >= 0) { /* one slice of a stacked tensor: placed by finish_stacks */
+            st = add_expert(m, gp, c, &n, t, expert, err);
+            if (st != QW_OK) {
+                qw_free(c);
+                return st;
+            }
+            continue;
+        }
         plan_entry *e = &c[n].entry;
         e->source = SOURCE_TENSOR;
         e->tensor = t;
@@ -375,7 +501,7 @@ static qw_status collect_hf(const qw_model *m, candidate **out, size_t *n_out, q
         e->n_rows = t->n_rows;
         c[n].n_dims = t->n_dims;
         memcpy(c[n].ne, t->ne, sizeof c[n].ne);
-        if (transform != QW_TRANSFORM_NONE) {
+        if (qw_transform_permutes(transform)) {
             int64_t heads = transform == QW_TRANSFORM_PERMUTE_Q ? m->hparams.n_head
                                                                  : m->hparams.n_head_kv;
             if (t->n_dims == 1) { /* a bias: permute single elements */
@@ -392,6 +518,11 @@ static qw_status collect_hf(const qw_model *m, candidate **out, size_t *n_out, q
             e->head_rows = e->n_rows / heads;
         }
         n++;
+    }
+    qw_status st = finish_stacks(m, gp, c, n, err);
+    if (st != QW_OK) {
+        qw_free(c);
+        return st;
     }
     *out = c;
     *n_out = n;
@@ -418,10 +549,22 @@ static qw_status collect_gguf(const qw_model *m, candidate **out, size_t *n_out,
 
 /* The type an HF tensor gets when it is not quantized: what llama.cpp's converter writes. */
 static qw_qtype hf_unquantized_type(const candidate *c, const qw_ftype_info *ft) {
-    if (c->entry.source == SOURCE_ROPE_FREQS || qw_tensor_keeps_f32(c->name, c->n_dims)) {
+    /* the converter also keeps Qwen2-MoE's shared-expert gate (a [1, n_embd] matrix) in f32 */
+    if (c->entry.source == SOURCE_ROPE_FREQS || c->entry.source == SOURCE_VALUES ||
+        qw_tensor_keeps_f32(c->name, c->n_dims) ||
+        strstr(c->name, "ffn_gate_inp_shexp.weight")) {
         return QW_QTYPE_F32;
     }
     return qw_qtype_get(ft->default_type)->is_float ? ft->default_type : QW_QTYPE_F16;
+}
+
+/* Dimensions as ggml_n_dims counts them (trailing sizes of 1 do not count), which is what
+ * llama.cpp's quantizer looks at: a [1, n] matrix such as Qwen2-MoE's shared-expert gate is a
+ * vector to it, and stays unquantized. */
+static int effective_dims(const candidate *c) {
+    int d = 4;
+    while (d > 1 && c->ne[d - 1] == 1) d--;
+    return d;
 }
 
 /* The importance weights of one tensor that llama.cpp's quantizer converts, checked as llama.cpp
@@ -480,7 +623,7 @@ static qw_status choose_types(const qw_run_context *ctx, const qw_ftype_info *ft
          * tensor as llama.cpp's converter writes it */
         const qw_qtype input_type =
             m->kind == QW_SOURCE_HF_DIR ? hf_unquantized_type(&c[i], ft) : source_type;
-        qw_tensor_desc desc = {c[i].name, c[i].n_dims, {0}, input_type};
+        qw_tensor_desc desc = {c[i].name, effective_dims(&c[i]), {0}, input_type};
         memcpy(desc.ne, c[i].ne, sizeof desc.ne);
         qw_qtype manual;
         QW_TRY(match_override(settings, c[i].name, &manual, err));
@@ -604,8 +747,19 @@ static qw_status gguf_plan_build(const qw_run_context *ctx, const char *format, 
     gguf_settings settings;
     qw_status st = parse_settings(ctx, &settings, err);
     if (st == QW_OK) {
-        st = m->kind == QW_SOURCE_HF_DIR ? collect_hf(m, &c, &n, err)
+        st = m->kind == QW_SOURCE_HF_DIR ? collect_hf(m, gp, &c, &n, err)
                                          : collect_gguf(m, &c, &n, err);
+    }
+    if (st == QW_OK && m->kind == QW_SOURCE_HF_DIR && m->arch->moe_topk_norm &&
+        m->hparams.norm_topk_prob && m->hparams.norm_topk_prob != m->arch->moe_topk_norm) {
+        /* llama.cpp fixes this per architecture and has no key for it (neither does its
+         * converter write one), so the output computes differently from the checkpoint */
+        qw_log(ctx->reporter, QW_LOG_WARNING,
+               "%s: config.json sets norm_topk_prob to %s, but llama.cpp's %s graph always %s "
+               "the chosen experts' weights: llama.cpp will not compute what transformers does",
+               m->path, m->hparams.norm_topk_prob == QW_TOPK_NORM_ON ? "true" : "false",
+               m->arch->name,
+               m->arch->moe_topk_norm == QW_TOPK_NORM_ON ? "renormalizes" : "leaves unnormalized");
     }
     if (st == QW_OK) {
         qsort(c, n, sizeof *c, cmp_candidates);
@@ -624,8 +778,14 @@ static qw_status gguf_plan_build(const qw_run_context *ctx, const char *format, 
         gp->entries = qw_calloc(n ? n : 1, sizeof *gp->entries);
         if (!gp->entries) st = qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     }
+    /* ggml's GGUF writer (llama-quantize) records ggml_n_dims, dropping trailing sizes of 1;
+     * llama.cpp's converter records numpy's dimensions. A float format from a checkpoint is the
+     * converter's file, anything else llama-quantize's. */
+    const bool converter_dims =
+        m->kind == QW_SOURCE_HF_DIR && qw_qtype_get(ft->default_type)->is_float;
     for (size_t i = 0; st == QW_OK && i < n; i++) {
         const plan_entry *e = &c[i].entry;
+        if (!converter_dims) c[i].n_dims = effective_dims(&c[i]);
         st = qw_gguf_writer_add_tensor(gp->writer, c[i].name, e->type, c[i].n_dims, c[i].ne, err);
         if (st != QW_OK) break;
         gp->entries[i] = *e;
@@ -635,6 +795,16 @@ static qw_status gguf_plan_build(const qw_run_context *ctx, const char *format, 
         pt.source_type = e->tensor ? e->tensor->dtype_name : "f32";
         pt.type = qw_qtype_name(e->type);
         pt.transform = e->source == SOURCE_COPY ? "copy" : qw_transform_name(e->transform);
+        if (e->n_parts > 0) {
+            char what[64];
+            snprintf(what, sizeof what, "stack %lld experts%s", (long long)e->n_parts,
+                     e->source == SOURCE_COPY ? " (copy)" : "");
+            pt.transform = qw_plan_intern(plan, what);
+            if (!pt.transform) {
+                st = qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+                break;
+            }
+        }
         pt.n_dims = c[i].n_dims;
         memcpy(pt.shape, c[i].ne, sizeof pt.shape);
         uint64_t elems = 1;
@@ -671,6 +841,43 @@ typedef struct batch_job {
     qw_status *status;     /* one per worker */
 } batch_job;
 
+/* The source tensor of output row `row` and, in *src_row, its row there. */
+static const qw_model_tensor *entry_row_source(const plan_entry *e, int64_t row,
+                                               int64_t *src_row) {
+    if (e->n_parts > 0) {
+        *src_row = row % e->part_rows;
+        return e->parts[row / e->part_rows];
+    }
+    *src_row = qw_transform_permutes(e->transform) ? qw_permute_source_row(row, e->head_rows)
+                                                   : row;
+    return e->tensor;
+}
+
+/* Drops output rows [first, first + n) of an unpermuted entry from the resident set, part by
+ * part for a stacked tensor. */
+static void entry_release_rows(const plan_entry *e, int64_t first, int64_t n) {
+    if (e->n_parts == 0) {
+        qw_model_release_rows(e->tensor, first, n);
+        return;
+    }
+    for (int64_t row = first; row < first + n;) {
+        int64_t k = row / e->part_rows, at = row % e->part_rows;
+        int64_t take = e->part_rows - at < first + n - row ? e->part_rows - at : first + n - row;
+        qw_model_release_rows(e->parts[k], at, take);
+        row += take;
+    }
+}
+
+/* Gemma's norm +1 as llama.cpp's converter computes it: in float32, except that an f16 tensor
+ * stays f16 through the addition (torch rounds the sum to f16 before it is widened). */
+static void add_offset(float *row, int64_t n, float offset, qw_qtype source_type) {
+    const bool f16 = source_type == QW_QTYPE_F16;
+    for (int64_t i = 0; i < n; i++) {
+        float v = row[i] + offset;
+        row[i] = f16 ? qw_fp16_to_fp32(qw_fp32_to_fp16(v)) : v;
+    }
+}
+
 static void batch_task(void *p, size_t begin, size_t end, int worker) {
     batch_job *job = p;
     const plan_entry *e = job->entry;
@@ -678,31 +885,31 @@ static void batch_task(void *p, size_t begin, size_t end, int worker) {
     float *row = job->scratch[worker];
     for (size_t r = begin; r < end && job->status[worker] == QW_OK; r++) {
         int64_t out_row = job->first_row + (int64_t)r;
-        int64_t src_row = e->transform != QW_TRANSFORM_NONE
-                              ? qw_permute_source_row(out_row, e->head_rows)
-                              : out_row;
+        int64_t src_row;
+        const qw_model_tensor *t = entry_row_source(e, out_row, &src_row);
         qw_status st;
-        if (e->row_len == 1 && e->tensor->ne[0] != 1) {
+        if (e->row_len == 1 && t->ne[0] != 1) {
             /* a permuted vector: element src_row of its only row */
-            const qw_qtype_info *src = qw_qtype_get(e->tensor->type);
+            const qw_qtype_info *src = qw_qtype_get(t->type);
             float whole_block[256];
             int64_t blk = src_row / src->block_elems;
-            src->dequantize(e->tensor->data + (uint64_t)blk * src->block_bytes, whole_block,
+            src->dequantize(t->data + (uint64_t)blk * src->block_bytes, whole_block,
                             src->block_elems);
             row[0] = whole_block[src_row % src->block_elems];
             st = QW_OK;
         } else {
-            st = qw_model_read_rows(e->tensor, src_row, 1, row, &job->errors[worker]);
+            st = qw_model_read_rows(t, src_row, 1, row, &job->errors[worker]);
         }
+        const float offset = qw_transform_offset(e->transform);
+        if (st == QW_OK && offset != 0.0f) add_offset(row, e->row_len, offset, t->type);
         if (st == QW_OK) {
             /* NaN or Inf weights are a corrupt model, and quantizing them is undefined (float
              * to int conversions out of range) */
             const int64_t bad = qw_find_nonfinite(row, e->row_len);
             if (bad >= 0) {
-                st = qw_fail_at(&job->errors[worker], QW_ERR_CORRUPT, e->tensor->name, -1,
+                st = qw_fail_at(&job->errors[worker], QW_ERR_CORRUPT, t->name, -1,
                                 "%s: tensor \"%s\" holds a non-finite value (%g) in row %lld",
-                                e->tensor->file, e->tensor->name, (double)row[bad],
-                                (long long)src_row);
+                                t->file, t->name, (double)row[bad], (long long)src_row);
             }
         }
         if (st != QW_OK) {
@@ -727,15 +934,20 @@ static qw_status write_rope_freqs(const qw_run_context *ctx, const plan_entry *e
 
 static qw_status write_copy(const plan_entry *e, qw_gguf_writer *w, qw_reporter *r,
                             qw_error *err) {
-    const uint8_t *p = e->tensor->data;
-    uint64_t left = e->tensor->bytes;
-    while (left > 0) {
-        size_t n = left < BATCH_OUTPUT_BYTES ? (size_t)left : BATCH_OUTPUT_BYTES;
-        QW_TRY(qw_gguf_writer_write(w, p, n, err));
-        QW_TRY(qw_check_cancel(r, err));
-        if (e->tensor->mapped) qw_mapped_release(p, n);
-        p += n;
-        left -= n;
+    /* a stacked tensor is its experts' bytes one after another */
+    const int64_t n_parts = e->n_parts > 0 ? e->n_parts : 1;
+    for (int64_t k = 0; k < n_parts; k++) {
+        const qw_model_tensor *t = e->n_parts > 0 ? e->parts[k] : e->tensor;
+        const uint8_t *p = t->data;
+        uint64_t left = t->bytes;
+        while (left > 0) {
+            size_t n = left < BATCH_OUTPUT_BYTES ? (size_t)left : BATCH_OUTPUT_BYTES;
+            QW_TRY(qw_gguf_writer_write(w, p, n, err));
+            QW_TRY(qw_check_cancel(r, err));
+            if (t->mapped) qw_mapped_release(p, n);
+            p += n;
+            left -= n;
+        }
     }
     return QW_OK;
 }
@@ -820,14 +1032,14 @@ static qw_status write_converted(const qw_run_context *ctx, const plan_entry *e,
             }
         }
         QW_TRY(qw_gguf_writer_write(w, b->out, (size_t)(row_bytes * (uint64_t)rows), err));
-        if (e->transform == QW_TRANSFORM_NONE) qw_model_release_rows(e->tensor, first, rows);
+        if (!qw_transform_permutes(e->transform)) entry_release_rows(e, first, rows);
         if (first + rows < e->n_rows) {
             uint64_t so_far = row_bytes * (uint64_t)(first + rows);
             QW_TRY(qw_progress(ctx->reporter, progress_percent(progress, so_far), "quantizing",
                                progress->message, err));
         }
     }
-    if (e->transform != QW_TRANSFORM_NONE && e->row_len == e->tensor->ne[0]) {
+    if (qw_transform_permutes(e->transform) && e->row_len == e->tensor->ne[0]) {
         qw_model_release_rows(e->tensor, 0, e->n_rows); /* permuted rows are read out of order */
     }
     return QW_OK;
@@ -864,9 +1076,13 @@ static qw_status gguf_execute(const qw_run_context *ctx, const qw_plan *plan,
         st = qw_progress(r, progress_percent(&progress, 0), "quantizing", message, err);
         if (st != QW_OK) break;
         qw_log(r, QW_LOG_DEBUG, "%s", message);
-        switch (e->source) { /* the three ways a tensor's bytes are produced */
+        switch (e->source) { /* the ways a tensor's bytes are produced */
         case SOURCE_COPY: st = write_copy(e, gp->writer, r, err); break;
         case SOURCE_ROPE_FREQS: st = write_rope_freqs(ctx, e, gp->writer, err); break;
+        case SOURCE_VALUES:
+            st = qw_gguf_writer_write(gp->writer, e->values, (size_t)e->row_len * sizeof(float),
+                                      err);
+            break;
         case SOURCE_TENSOR: st = write_converted(ctx, e, &b, gp->writer, &progress, err); break;
         }
         if (st != QW_OK) {

@@ -70,4 +70,58 @@ qw_status qw_model_read_rows(const qw_model_tensor *t, int64_t row_begin, int64_
  * they can still be read later. No effect for tensors not backed by a file mapping. */
 void qw_model_release_rows(const qw_model_tensor *t, int64_t row_begin, int64_t n_rows);
 
+/* ---- the model as HuggingFace names it (hf_view.c) -------------------------------------------
+ * Backends that write HF-shaped output (AWQ, Core ML) see every source through this view: an HF
+ * directory as it is, a GGUF file with HF tensor names, Q/K rows back in HF order, llama.cpp-only
+ * tensors (rope_freqs.weight) dropped, and a config.json built from its metadata. */
+
+typedef struct qw_hf_tensor {
+    char name[128];                /* HF name ("model.layers.0.self_attn.q_proj.weight") */
+    const qw_model_tensor *source; /* the catalog entry holding the values; borrowed */
+    qw_transform unpermute;        /* NONE, or the Q/K permutation whose inverse reading applies */
+    int64_t head_rows;             /* rows (for a vector: elements) per head when unpermuting */
+    float offset;                  /* subtracted from every value read (Gemma's norms: 1) */
+    int n_dims;
+    int64_t ne[4];                 /* GGUF order: ne[0] is the row length; HF shape reversed */
+    int64_t n_rows;
+    bool raw;                      /* stored as a float type (F32/F16/BF16/F64) with no offset:
+                                    * rows can be copied unchanged with qw_hf_tensor_read_raw */
+    qw_qtype raw_type;             /* that type, when raw */
+} qw_hf_tensor;
+
+typedef struct qw_hf_view qw_hf_view;
+
+/* Builds the view of an open model; the model must outlive it. A GGUF whose architecture has no
+ * row, a tensor name no rule gives back (stacked MoE experts among them), heads that do not
+ * divide the Q/K rows, missing head counts or rope scaling HF cannot express are errors naming
+ * the file and key or tensor. */
+qw_status qw_model_hf_view(const qw_model *m, qw_hf_view **out, qw_error *err);
+void qw_hf_view_free(qw_hf_view *v);
+
+size_t qw_hf_view_count(const qw_hf_view *v);
+const qw_hf_tensor *qw_hf_view_at(const qw_hf_view *v, size_t index);
+const qw_hf_tensor *qw_hf_view_find(const qw_hf_view *v, const char *hf_name);
+/* config.json: the source's own for an HF directory, else built from GGUF metadata (borrowed).
+ * For a GGUF architecture qwodel cannot write a config for, the tensors are still readable and
+ * this returns the error (QW_ERR_UNSUPPORTED_ARCH naming the architecture). */
+qw_status qw_hf_view_config(const qw_hf_view *v, const json_t **out, qw_error *err);
+
+/* Rows [row_begin, row_begin + n_rows) in HF order as f32 (any type with a decoder). Memory use
+ * is the destination plus, for a permuted vector, one copy of it. Safe to call from several
+ * threads at once (reads only). */
+qw_status qw_hf_tensor_read_f32(const qw_hf_tensor *t, int64_t row_begin, int64_t n_rows,
+                                float *dst, qw_error *err);
+/* The same rows as the stored bytes (t->raw only): F16/BF16 come back bit for bit. dst holds
+ * n_rows * ne[0] elements of raw_type. */
+qw_status qw_hf_tensor_read_raw(const qw_hf_tensor *t, int64_t row_begin, int64_t n_rows,
+                                void *dst, qw_error *err);
+
+/* The tokenizer as HF files: for an HF directory its tokenizer.json and tokenizer_config.json
+ * (each NULL when absent); for a GGUF both built from tokenizer.ggml.* (byte-level BPE with a
+ * known pre-tokenizer, or SentencePiece with merges rebuilt from the scores). A GGUF without a
+ * tokenizer, or with a pipeline qwodel cannot spell out, is QW_ERR_UNSUPPORTED_INPUT naming the
+ * key. The caller owns both (json_decref). */
+qw_status qw_model_hf_tokenizer(const qw_model *m, json_t **tokenizer_json,
+                                json_t **tokenizer_config, qw_error *err);
+
 #endif /* QW_MODEL_H */

@@ -72,6 +72,10 @@ static const pre_row PRE_TABLE[] = {
      "Prepend(\"" SPACE_MARK "\") + Replace(String \" \" -> \"" SPACE_MARK "\")", "none"},
     /* The same with add_prefix_space=false. */
     {"default", "llama", true, false, 0, "Replace(String \" \" -> \"" SPACE_MARK "\")", "none"},
+    /* Gemma as newer transformers converts it (Gemma 3's published file): the same plus a
+     * Split on " " that never fires, since the normalizer has already replaced every space. */
+    {"default", "llama", true, false, 0, "Replace(String \" \" -> \"" SPACE_MARK "\")",
+     "Split(String \" \", MergedWithPrevious, invert=false)"},
     /* Non-legacy transformers conversion: Metaspace without splitting. llama.cpp's
      * add_space_prefix prepends a space to the text and after every special token; HF skips it
      * where the segment already starts with a space, and "first" only prepends at the start of

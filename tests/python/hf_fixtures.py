@@ -36,6 +36,7 @@ import numpy as np
 
 __all__ = [
     "FAMILIES",
+    "MOE_FAMILIES",
     "TOKENIZERS",
     "TOKENIZER_DIR",
     "CORRUPT_VARIANTS",
@@ -53,6 +54,8 @@ __all__ = [
 ]
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+# Mixture-of-experts families: one tensor per expert, as the published checkpoints store them.
+MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
 TOKENIZERS = ("llama2", "llama3", "qwen3")
 
 # tests/python/ -> repository root -> its parent holds shared/ (see shared/fixtures/README.md).
@@ -81,6 +84,9 @@ _ARCHITECTURES = {
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    "mixtral": "MixtralForCausalLM",
+    "qwen2_moe": "Qwen2MoeForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
 }
 
 
@@ -300,7 +306,7 @@ _TOKEN_IDS = {
 
 
 def _config(family, tokenizer, *, hidden, layers, heads, kv_heads, intermediate, head_dim,
-            head_dim_given, vocab_size, tied, dtype, rope_scaling) -> dict:
+            head_dim_given, vocab_size, tied, dtype, rope_scaling, moe=None) -> dict:
     bos, eos = _TOKEN_IDS[tokenizer]
     torch_dtype = _TORCH_DTYPE_NAMES[dtype]
     c: dict = {"architectures": [_ARCHITECTURES[family]]}
@@ -430,8 +436,119 @@ def _config(family, tokenizer, *, hidden, layers, heads, kv_heads, intermediate,
             "use_sliding_window": False,
             "vocab_size": vocab_size,
         })
+    elif family in MOE_FAMILIES:
+        c.update(_moe_config(family, tokenizer, hidden=hidden, layers=layers, heads=heads,
+                             kv_heads=kv_heads, intermediate=intermediate, head_dim=head_dim,
+                             vocab_size=vocab_size, tied=tied, torch_dtype=torch_dtype,
+                             rope_scaling=rope_scaling, moe=moe or {}))
     else:
-        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES + MOE_FAMILIES}")
+    return c
+
+
+def _moe_config(family, tokenizer, *, hidden, layers, heads, kv_heads, intermediate, head_dim,
+                vocab_size, tied, torch_dtype, rope_scaling, moe) -> dict:
+    """The keys of Mixtral-8x7B-v0.1, Qwen1.5-MoE-A2.7B and Qwen3-30B-A3B's configs, in their
+    order, with this checkpoint's sizes."""
+    bos, eos = _TOKEN_IDS[tokenizer]
+    n_experts, n_used = moe["experts"], moe["experts_used"]
+    if family == "mixtral":
+        c = {
+            "attention_dropout": 0.0,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+            "hidden_act": "silu",
+            "hidden_size": hidden,
+            "initializer_range": 0.02,
+            "intermediate_size": intermediate,  # each expert's
+            "max_position_embeddings": 32768,
+            "model_type": "mixtral",
+            "num_attention_heads": heads,
+            "num_experts_per_tok": n_used,
+            "num_hidden_layers": layers,
+            "num_key_value_heads": kv_heads,
+            "num_local_experts": n_experts,
+            "output_router_logits": False,
+            "rms_norm_eps": 1e-05,
+        }
+        if rope_scaling is not None:
+            c["rope_scaling"] = rope_scaling
+        c.update({
+            "rope_theta": 1000000.0,
+            "router_aux_loss_coef": 0.02,
+            "sliding_window": None,
+        })
+    elif family == "qwen2_moe":
+        c = {
+            "attention_dropout": 0.0,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+            "hidden_act": "silu",
+            "hidden_size": hidden,
+            "initializer_range": 0.02,
+            "intermediate_size": intermediate,
+            "max_position_embeddings": 8192,
+            "max_window_layers": layers,
+            "model_type": "qwen2_moe",
+            "num_attention_heads": heads,
+            "num_hidden_layers": layers,
+            "num_key_value_heads": kv_heads,
+            "rms_norm_eps": 1e-06,
+        }
+        if rope_scaling is not None:
+            c["rope_scaling"] = rope_scaling
+        c.update({
+            "rope_theta": 1000000.0,
+            "sliding_window": 32768,
+            "use_sliding_window": False,
+            "decoder_sparse_step": 1,
+            "moe_intermediate_size": moe["intermediate"],
+            "shared_expert_intermediate_size": moe["shared_intermediate"],
+            "num_experts_per_tok": n_used,
+            "num_experts": n_experts,
+            "norm_topk_prob": False,
+            "output_router_logits": False,
+            "router_aux_loss_coef": 0.001,
+        })
+    else:  # qwen3_moe
+        c = {
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "bos_token_id": bos,
+            "decoder_sparse_step": 1,
+            "eos_token_id": 151645 if tokenizer == "qwen3" else eos,
+            "head_dim": head_dim,
+            "hidden_act": "silu",
+            "hidden_size": hidden,
+            "initializer_range": 0.02,
+            "intermediate_size": intermediate,
+            "max_position_embeddings": 40960,
+            "max_window_layers": layers,
+            "mlp_only_layers": [],
+            "model_type": "qwen3_moe",
+            "moe_intermediate_size": moe["intermediate"],
+            "norm_topk_prob": True,
+            "num_attention_heads": heads,
+            "num_experts": n_experts,
+            "num_experts_per_tok": n_used,
+            "num_hidden_layers": layers,
+            "num_key_value_heads": kv_heads,
+            "output_router_logits": False,
+            "rms_norm_eps": 1e-06,
+            "rope_scaling": rope_scaling,
+            "rope_theta": 1000000.0,
+            "router_aux_loss_coef": 0.001,
+            "sliding_window": None,
+        }
+    c.update({
+        "tie_word_embeddings": tied,
+        "torch_dtype": torch_dtype,
+        "transformers_version": _TRANSFORMERS_VERSION,
+        "use_cache": True,
+    })
+    if family != "mixtral":
+        c["use_sliding_window"] = False
+    c["vocab_size"] = vocab_size
     return c
 
 
@@ -464,8 +581,35 @@ def _norm(seed, name, n) -> np.ndarray:
     return a
 
 
+def _moe_mlp(family, p, hidden, intermediate, moe):
+    """(name, shape, kind) of one MoE layer's feed-forward tensors, HF's one tensor per expert."""
+    t = []
+    if family == "mixtral":
+        t.append((p + "block_sparse_moe.gate.weight", (moe["experts"], hidden), "w"))
+        for e in range(moe["experts"]):
+            q = f"{p}block_sparse_moe.experts.{e}."
+            t.append((q + "w1.weight", (intermediate, hidden), "w"))  # gate
+            t.append((q + "w2.weight", (hidden, intermediate), "w"))  # down
+            t.append((q + "w3.weight", (intermediate, hidden), "w"))  # up
+        return t
+    ff = moe["intermediate"]
+    t.append((p + "mlp.gate.weight", (moe["experts"], hidden), "w"))
+    for e in range(moe["experts"]):
+        q = f"{p}mlp.experts.{e}."
+        t.append((q + "gate_proj.weight", (ff, hidden), "w"))
+        t.append((q + "up_proj.weight", (ff, hidden), "w"))
+        t.append((q + "down_proj.weight", (hidden, ff), "w"))
+    if family == "qwen2_moe":
+        sff = moe["shared_intermediate"]
+        t.append((p + "mlp.shared_expert.gate_proj.weight", (sff, hidden), "w"))
+        t.append((p + "mlp.shared_expert.up_proj.weight", (sff, hidden), "w"))
+        t.append((p + "mlp.shared_expert.down_proj.weight", (hidden, sff), "w"))
+        t.append((p + "mlp.shared_expert_gate.weight", (1, hidden), "w"))
+    return t
+
+
 def _model_tensors(family, *, hidden, layers, heads, kv_heads, intermediate, head_dim, vocab_size,
-                   tied, seed):
+                   tied, seed, moe=None):
     """[(group, name, array)] in module order; group is 'embed', a layer index, or 'final'."""
     out = [("embed", "model.embed_tokens.weight", _gaussian(seed, "model.embed_tokens.weight", (vocab_size, hidden)))]
     q_out, kv_out = heads * head_dim, kv_heads * head_dim
@@ -473,21 +617,24 @@ def _model_tensors(family, *, hidden, layers, heads, kv_heads, intermediate, hea
         p = f"model.layers.{i}."
         t = []
         t.append((p + "self_attn.q_proj.weight", (q_out, hidden), "w"))
-        if family == "qwen2":
+        if family in ("qwen2", "qwen2_moe"):
             t.append((p + "self_attn.q_proj.bias", (q_out,), "w"))
         t.append((p + "self_attn.k_proj.weight", (kv_out, hidden), "w"))
-        if family == "qwen2":
+        if family in ("qwen2", "qwen2_moe"):
             t.append((p + "self_attn.k_proj.bias", (kv_out,), "w"))
         t.append((p + "self_attn.v_proj.weight", (kv_out, hidden), "w"))
-        if family == "qwen2":
+        if family in ("qwen2", "qwen2_moe"):
             t.append((p + "self_attn.v_proj.bias", (kv_out,), "w"))
         t.append((p + "self_attn.o_proj.weight", (hidden, q_out), "w"))
-        if family == "qwen3":
+        if family in ("qwen3", "qwen3_moe"):
             t.append((p + "self_attn.q_norm.weight", (head_dim,), "n"))
             t.append((p + "self_attn.k_norm.weight", (head_dim,), "n"))
-        t.append((p + "mlp.gate_proj.weight", (intermediate, hidden), "w"))
-        t.append((p + "mlp.up_proj.weight", (intermediate, hidden), "w"))
-        t.append((p + "mlp.down_proj.weight", (hidden, intermediate), "w"))
+        if family in MOE_FAMILIES:
+            t += _moe_mlp(family, p, hidden, intermediate, moe)
+        else:
+            t.append((p + "mlp.gate_proj.weight", (intermediate, hidden), "w"))
+            t.append((p + "mlp.up_proj.weight", (intermediate, hidden), "w"))
+            t.append((p + "mlp.down_proj.weight", (hidden, intermediate), "w"))
         t.append((p + "input_layernorm.weight", (hidden,), "n"))
         t.append((p + "post_attention_layernorm.weight", (hidden,), "n"))
         for name, shape, kind in t:
@@ -515,10 +662,13 @@ def _split_groups(entries, shards):
 
 def make_checkpoint(out_dir, family, *, tokenizer, tied, shards=1, dtype="bf16", hidden=256, layers=2,
                     heads=4, kv_heads=None, intermediate=None, head_dim=None, vocab_size=None,
-                    rope_scaling=None, seed=0, config_overrides=None) -> Path:
+                    rope_scaling=None, seed=0, config_overrides=None, experts=4, experts_used=2,
+                    moe_intermediate=256, shared_intermediate=512) -> Path:
     """Write a HuggingFace checkpoint directory at `out_dir` and return its path.
 
     family: "llama" | "mistral" | "qwen2" | "qwen3"; tokenizer: "llama2" | "llama3" | "qwen3".
+    Gemma and Phi-3 families (DENSE_FAMILIES) are handed to make_dense_checkpoint, which makes
+    their own tokenizers (`tokenizer` is ignored for them).
     dtype: "bf16" | "f16" | "f32" (also "BF16", "float16", ...).
     kv_heads defaults to `heads` for llama with the llama2 tokenizer (Llama-2 is MHA) and to
     heads // 2 otherwise; head_dim to hidden // heads; intermediate to 8/3 * hidden rounded up to
@@ -526,12 +676,23 @@ def make_checkpoint(out_dir, family, *, tokenizer, tied, shards=1, dtype="bf16",
     rope_scaling is written as given (e.g. Llama-3 {"rope_type": "llama3", ...}).
     config_overrides: keys to set (or, with value ..., i.e. Ellipsis, to delete) in config.json after
     it is built, for tests that need one unusual key.
+    MoE families (MOE_FAMILIES) also take experts / experts_used (num_local_experts or num_experts,
+    num_experts_per_tok), moe_intermediate (Qwen's moe_intermediate_size; Mixtral's experts use
+    `intermediate`) and shared_intermediate (Qwen2-MoE's shared expert).
     Within each file tensors are sorted by name, as the reference safetensors writer orders them;
     shards hold contiguous runs of the model's modules (embedding, layers, final norm + head) and the
     index's weight_map is sorted by tensor name, as transformers writes it.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    if family in DENSE_FAMILIES:  # Gemma / Phi-3: their own tokenizers and tensor names
+        return make_dense_checkpoint(out_dir, family, tied=tied, shards=shards, dtype=dtype,
+                                     hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
+                                     intermediate=intermediate, head_dim=head_dim,
+                                     vocab_size=vocab_size, rope_scaling=rope_scaling, seed=seed,
+                                     config_overrides=config_overrides)
+    if family not in FAMILIES + MOE_FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES + MOE_FAMILIES}")
+    moe = dict(experts=experts, experts_used=experts_used, intermediate=moe_intermediate,
+               shared_intermediate=shared_intermediate) if family in MOE_FAMILIES else None
     if tokenizer not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {TOKENIZERS}")
     st_dtype = _DTYPE_ALIASES.get(str(dtype).lower(), dtype)
@@ -563,7 +724,8 @@ def make_checkpoint(out_dir, family, *, tokenizer, tied, shards=1, dtype="bf16",
 
     config = _config(family, tokenizer, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
                      intermediate=intermediate, head_dim=head_dim, head_dim_given=head_dim_given,
-                     vocab_size=vocab_size, tied=bool(tied), dtype=st_dtype, rope_scaling=rope_scaling)
+                     vocab_size=vocab_size, tied=bool(tied), dtype=st_dtype, rope_scaling=rope_scaling,
+                     moe=moe)
     for k, v in (config_overrides or {}).items():
         if v is Ellipsis:
             config.pop(k, None)
@@ -579,7 +741,7 @@ def make_checkpoint(out_dir, family, *, tokenizer, tied, shards=1, dtype="bf16",
 
     entries = _model_tensors(family, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
                              intermediate=intermediate, head_dim=head_dim, vocab_size=vocab_size,
-                             tied=bool(tied), seed=seed)
+                             tied=bool(tied), seed=seed, moe=moe)
     for stale in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
         stale.unlink()
     if shards == 1:
@@ -854,3 +1016,286 @@ def corrupt_variants(src_dir, out_root) -> dict:
 
     assert set(made) == set(CORRUPT_VARIANTS), set(made) ^ set(CORRUPT_VARIANTS)
     return made
+
+
+# --------------------------------------------------------------------------- dense families (Gemma, Phi-3)
+
+# Families whose checkpoints are made by make_dense_checkpoint (make_checkpoint hands them over).
+# Their configs carry the keys of the published models (gemma-2b, gemma-2-2b, gemma-3-1b-it,
+# Phi-3-mini-128k-instruct); sizes are the caller's.
+DENSE_FAMILIES = ("gemma", "gemma2", "gemma3", "phi3")
+
+_DENSE_ARCHITECTURES = {
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+}
+
+# Gemma's special tokens at the ids the published tokenizer gives them; then the 256 byte
+# tokens, then the trained pieces.
+_GEMMA_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>")
+
+_GEMMA_CORPUS = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Gemma is a family of lightweight, state-of-the-art open models.",
+    "Quantization stores each weight in fewer bits, trading accuracy for size.",
+    "In the beginning the Universe was created. This has made a lot of people very angry.",
+    "  Two spaces, a\ttab, and\nnew lines\n\n   keep their shape.",
+    "Numbers like 3.14159, 2024 and 1,000,000 appear in text too.",
+    "def main():\n    print('hello, world')\n    return 0",
+    "Café, naïve, Straße, добрый день, 你好世界, こんにちは.",
+)
+
+
+@functools.lru_cache(maxsize=2)
+def gemma_tokenizer_json(split_on_space: bool = False) -> str:
+    """A small Gemma-style tokenizer.json, made with the `tokenizers` library: SentencePiece BPE
+    as transformers converts Gemma's (byte fallback, spaces replaced by U+2581 in the normalizer,
+    no pre-tokenizer, no prefix space), special tokens first, then <0x00>..<0xFF>, then the
+    pieces and merges trained on a few sentences. split_on_space adds the pre-tokenizer newer
+    transformers versions write for Gemma (Gemma 3's published file): Split(" ",
+    merged_with_previous)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, trainers
+
+    trained = Tokenizer(models.BPE())
+    trained.normalizer = normalizers.Replace(" ", "\u2581")
+    trainer = trainers.BpeTrainer(vocab_size=700, show_progress=False, special_tokens=[])
+    trained.train_from_iterator(list(_GEMMA_CORPUS) * 4, trainer)
+    model = json.loads(trained.to_str())["model"]
+    pieces = sorted(model["vocab"].items(), key=lambda kv: kv[1])
+    vocab = {t: i for i, t in enumerate(_GEMMA_SPECIALS)}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for piece, _ in pieces:
+        if piece not in vocab:
+            vocab[piece] = len(vocab)
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True,
+                               fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    if split_on_space:
+        from tokenizers import pre_tokenizers
+        tok.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse()])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in _GEMMA_SPECIALS])
+    return tok.to_str(pretty=True)
+
+
+def _gemma_tokenizer_config() -> dict:
+    decoder = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                        "single_word": False, "special": True} for i, t in enumerate(_GEMMA_SPECIALS)}
+    return {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "added_tokens_decoder": decoder,
+        "bos_token": "<bos>",
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<eos>",
+        "model_max_length": 1000000000000000019884624838656,
+        "pad_token": "<pad>",
+        "sp_model_kwargs": {},
+        "spaces_between_special_tokens": False,
+        "tokenizer_class": "GemmaTokenizer",
+        "unk_token": "<unk>",
+        "use_default_system_prompt": False,
+    }
+
+
+def _dense_config(family, *, hidden, layers, heads, kv_heads, intermediate, head_dim, vocab_size,
+                  tied, torch_dtype, rope_scaling, n_ctx) -> dict:
+    c: dict = {"architectures": [_DENSE_ARCHITECTURES[family]]}
+    if family in ("gemma", "gemma2", "gemma3"):
+        c.update({
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "bos_token_id": 2,
+            "eos_token_id": 1,
+            "head_dim": head_dim,
+            "hidden_act": "gelu_pytorch_tanh",
+            "hidden_activation": "gelu_pytorch_tanh",
+            "hidden_size": hidden,
+            "initializer_range": 0.02,
+            "intermediate_size": intermediate,
+            "max_position_embeddings": n_ctx or (32768 if family == "gemma3" else 8192),
+            "model_type": "gemma3_text" if family == "gemma3" else family,
+            "num_attention_heads": heads,
+            "num_hidden_layers": layers,
+            "num_key_value_heads": kv_heads,
+            "pad_token_id": 0,
+            "rms_norm_eps": 1e-06,
+            "rope_scaling": rope_scaling,
+            "rope_theta": 1000000.0 if family == "gemma3" else 10000.0,
+            "torch_dtype": torch_dtype,
+            "transformers_version": _TRANSFORMERS_VERSION,
+            "use_cache": True,
+            "vocab_size": vocab_size,
+        })
+        if family == "gemma2":
+            c.update({"attn_logit_softcapping": 50.0, "cache_implementation": "hybrid",
+                      "final_logit_softcapping": 30.0, "query_pre_attn_scalar": head_dim,
+                      "sliding_window": 4096})
+        if family == "gemma3":
+            c.update({"attn_logit_softcapping": None, "cache_implementation": "hybrid",
+                      "final_logit_softcapping": None, "query_pre_attn_scalar": head_dim,
+                      "rope_local_base_freq": 10000.0, "sliding_window": 512,
+                      "sliding_window_pattern": 6})
+        if family == "gemma3" or not tied:
+            c["tie_word_embeddings"] = bool(tied)
+        return dict(sorted(c.items()))
+    # phi3: Phi-3-mini-128k-instruct's keys
+    c.update({
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": 1,
+        "embd_pdrop": 0.0,
+        "eos_token_id": 32000,
+        "hidden_act": "silu",
+        "hidden_size": hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": intermediate,
+        "max_position_embeddings": n_ctx or 131072,
+        "model_type": "phi3",
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "num_key_value_heads": kv_heads,
+        "original_max_position_embeddings": 4096,
+        "pad_token_id": 32000,
+        "resid_pdrop": 0.0,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": rope_scaling,
+        "rope_theta": 10000.0,
+        "sliding_window": 262144,
+        "tie_word_embeddings": bool(tied),
+        "torch_dtype": torch_dtype,
+        "transformers_version": _TRANSFORMERS_VERSION,
+        "use_cache": True,
+        "vocab_size": vocab_size,
+    })
+    return c
+
+
+def phi3_longrope(head_dim: int) -> dict:
+    """A Phi-3 128k style rope_scaling: longrope with head_dim / 2 long and short factors."""
+    n = head_dim // 2
+    return {"type": "longrope",
+            "long_factor": [round(1.0 + 0.5 * i, 4) for i in range(n)],
+            "short_factor": [round(1.0 + 0.01 * i, 4) for i in range(n)]}
+
+
+def _dense_tensors(family, *, hidden, layers, heads, kv_heads, intermediate, head_dim, vocab_size,
+                   tied, seed):
+    """{name: array} of a dense family's checkpoint, with the published models' tensor names.
+    Gemma's norm weights are stored as offsets from 1 (HF's GemmaRMSNorm scales by 1 + w)."""
+    gemma = family != "phi3"
+    t = {"model.embed_tokens.weight": _gaussian(seed, "model.embed_tokens.weight", (vocab_size, hidden))}
+    q_out, kv_out = heads * head_dim, kv_heads * head_dim
+
+    def norm(name, n):
+        return _gaussian(seed, name, (n,), std=0.1) if gemma else _norm(seed, name, n)
+
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        mats = []
+        if family == "phi3":
+            mats.append(("self_attn.qkv_proj.weight", (q_out + 2 * kv_out, hidden)))
+            mats.append(("mlp.gate_up_proj.weight", (2 * intermediate, hidden)))
+        else:
+            mats += [("self_attn.q_proj.weight", (q_out, hidden)),
+                     ("self_attn.k_proj.weight", (kv_out, hidden)),
+                     ("self_attn.v_proj.weight", (kv_out, hidden)),
+                     ("mlp.gate_proj.weight", (intermediate, hidden)),
+                     ("mlp.up_proj.weight", (intermediate, hidden))]
+        mats += [("self_attn.o_proj.weight", (hidden, q_out)),
+                 ("mlp.down_proj.weight", (hidden, intermediate))]
+        for name, shape in mats:
+            t[p + name] = _gaussian(seed, p + name, shape)
+        norms = ["input_layernorm", "post_attention_layernorm"]
+        if family in ("gemma2", "gemma3"):
+            norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
+        for name in norms:
+            t[p + name + ".weight"] = norm(p + name + ".weight", hidden)
+        if family == "gemma3":
+            for name in ("self_attn.q_norm.weight", "self_attn.k_norm.weight"):
+                t[p + name] = norm(p + name, head_dim)
+    t["model.norm.weight"] = norm("model.norm.weight", hidden)
+    if not tied:
+        t["lm_head.weight"] = _gaussian(seed, "lm_head.weight", (vocab_size, hidden))
+    return t
+
+
+# Phi-3's added tokens (ids 32000..32010) on top of Llama-2's SentencePiece vocabulary; llama.cpp
+# looks <|endoftext|> up by text for any model whose name says phi3.
+_PHI3_ADDED = ("<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>",
+               "<|placeholder3|>", "<|placeholder4|>", "<|system|>", "<|end|>", "<|placeholder5|>",
+               "<|placeholder6|>", "<|user|>")
+
+
+def _write_phi3_tokenizer(out: Path) -> None:
+    tj = json.loads((TOKENIZER_DIR / "llama2" / "tokenizer.json").read_text(encoding="utf-8"))
+    tc = json.loads((TOKENIZER_DIR / "llama2" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    for k, text in enumerate(_PHI3_ADDED):
+        entry = {"content": text, "lstrip": False, "normalized": False, "rstrip": k > 0,
+                 "single_word": False, "special": True}
+        tj["added_tokens"].append({"id": 32000 + k, **entry})
+        tc["added_tokens_decoder"][str(32000 + k)] = entry
+    tc.update({"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "legacy": False})
+    (out / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(json.dumps(tc, indent=2) + "\n", encoding="utf-8")
+
+
+def make_dense_checkpoint(out_dir, family, *, tied=None, dtype="bf16", hidden=256, layers=2,
+                          heads=4, kv_heads=None, intermediate=None, head_dim=None, vocab_size=None,
+                          rope_scaling=None, n_ctx=None, seed=0, config_overrides=None,
+                          tokenizer=None, shards=1) -> Path:
+    """A Gemma (1, 2, 3) or Phi-3 checkpoint at `out_dir`, one safetensors file.
+
+    Gemma families get gemma_tokenizer_json() (vocab_size defaults to its size; Gemma 1/2 are tied
+    and carry no lm_head); phi3 the llama2 fixture tokenizer (Phi-3's is Llama-2's SentencePiece
+    vocabulary) with 32064 embedding rows, as published. head_dim defaults to hidden // heads,
+    kv_heads to 1 for Gemma (multi-query) and to heads for Phi-3."""
+    if family not in DENSE_FAMILIES:
+        raise ValueError(f"unknown dense family {family!r}; expected one of {DENSE_FAMILIES}")
+    if shards != 1:
+        raise ValueError("dense family checkpoints are written as one file")
+    st_dtype = _DTYPE_ALIASES.get(str(dtype).lower(), dtype)
+    gemma = family != "phi3"
+    if tied is None:
+        tied = gemma
+    if gemma and family != "gemma3" and not tied:
+        raise ValueError(f"{family} checkpoints always tie lm_head to the embedding")
+    if kv_heads is None:
+        kv_heads = 1 if gemma else heads
+    head_dim = head_dim or hidden // heads
+    if intermediate is None:
+        intermediate = 4 * hidden if gemma else -(-(hidden * 8 // 3) // 256) * 256
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if gemma:
+        tj = gemma_tokenizer_json(split_on_space=family == "gemma3")
+        tok_size = len(json.loads(tj)["model"]["vocab"])
+        (out / "tokenizer.json").write_text(tj, encoding="utf-8")
+        (out / "tokenizer_config.json").write_text(json.dumps(_gemma_tokenizer_config(), indent=2) + "\n",
+                                                   encoding="utf-8")
+    else:
+        tok_size = 32064
+        _write_phi3_tokenizer(out)
+    vocab_size = vocab_size or tok_size
+    config = _dense_config(family, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
+                           intermediate=intermediate, head_dim=head_dim, vocab_size=vocab_size,
+                           tied=tied, torch_dtype=_TORCH_DTYPE_NAMES[st_dtype],
+                           rope_scaling=rope_scaling, n_ctx=n_ctx)
+    for k, v in (config_overrides or {}).items():
+        if v is Ellipsis:
+            config.pop(k, None)
+        else:
+            config[k] = v
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (out / "generation_config.json").write_text(json.dumps(_generation_config(config), indent=2) + "\n",
+                                                encoding="utf-8")
+    tensors = _dense_tensors(family, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
+                             intermediate=intermediate, head_dim=head_dim, vocab_size=vocab_size,
+                             tied=tied, seed=seed)
+    write_safetensors(out / "model.safetensors", dict(sorted(tensors.items())), st_dtype)
+    return out

@@ -663,10 +663,11 @@ def test_tensors_without_an_imatrix_entry_are_logged(qwodel_bin, f16_gguf, imatr
 
 # ---- bytes -------------------------------------------------------------------------------------
 
-# plain rows (llama2), rows that fit no 256-block (mistral), tied embeddings and stacked experts
-# with one importance slice per expert (moe8); the importance matrix in both file formats
-BYTE_CASES = [("llama2", None), ("mistral", "gguf"), ("moe8", None), ("moe8", "gguf"),
-              ("moe8", "dat")]
+# plain rows (llama2), qkv biases and tied embeddings (qwen2), q/k norms and GQA (qwen3), rows that
+# fit no 256-block (mistral), stacked experts with one importance slice per expert (moe8); the
+# importance matrix in both file formats
+BYTE_CASES = [("llama2", None), ("qwen2", None), ("qwen3", None), ("mistral", "gguf"),
+              ("moe8", None), ("moe8", "gguf"), ("moe8", "dat")]
 
 
 def read_gguf(path):

@@ -1,0 +1,305 @@
+/* A model source seen with HuggingFace names: the identity for HF directories, the inverse of
+ * llama.cpp's conversion for GGUF files (names, Q/K row order, config.json). */
+#include <stdio.h>
+#include <string.h>
+
+#include "model.h"
+
+struct qw_hf_view {
+    qw_hf_tensor *tensors;
+    size_t n_tensors;
+    json_t *config;       /* NULL when it could not be built: */
+    qw_error config_err;  /* why */
+};
+
+/* torch_dtype names of the stored float types; anything else is read back as float32. */
+static const struct {
+    qw_qtype type;
+    const char *torch;
+} torch_dtypes[] = {
+    {QW_QTYPE_F32, "float32"},
+    {QW_QTYPE_F16, "float16"},
+    {QW_QTYPE_BF16, "bfloat16"},
+};
+
+static const char *torch_dtype_of(const qw_model_tensor *t) {
+    for (size_t i = 0; t && i < sizeof torch_dtypes / sizeof torch_dtypes[0]; i++) {
+        if (torch_dtypes[i].type == t->type) return torch_dtypes[i].torch;
+    }
+    return "float32";
+}
+
+static void fill_common(qw_hf_tensor *h, const qw_model_tensor *t) {
+    const qw_qtype_info *info = qw_qtype_get(t->type);
+    h->source = t;
+    h->n_dims = t->n_dims;
+    memcpy(h->ne, t->ne, sizeof h->ne);
+    h->n_rows = t->n_rows;
+    h->raw = info->is_float;
+    h->raw_type = t->type;
+}
+
+static qw_status view_of_hf_dir(const qw_model *m, qw_hf_view *v, qw_error *err) {
+    v->config = json_deep_copy(m->config);
+    if (!v->config) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const qw_model_tensor *t = &m->tensors[i];
+        qw_hf_tensor *h = &v->tensors[v->n_tensors];
+        if (strlen(t->name) >= sizeof h->name) {
+            return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, t->name, -1,
+                              "%s: tensor name \"%s\" is longer than %zu bytes", t->file, t->name,
+                              sizeof h->name - 1);
+        }
+        snprintf(h->name, sizeof h->name, "%s", t->name);
+        fill_common(h, t);
+        v->n_tensors++;
+    }
+    return QW_OK;
+}
+
+/* ---- GGUF ----------------------------------------------------------------------------------- */
+
+static qw_status check_heads(const qw_model *m, const qw_hparams *hp, qw_error *err) {
+    char key[128];
+    if (hp->n_head <= 0) {
+        snprintf(key, sizeof key, "%s.attention.head_count", m->arch_name);
+        return qw_fail_at(err, QW_ERR_CORRUPT, key, -1,
+                          "%s: \"%s\" is missing or zero; the attention heads cannot be told "
+                          "apart without it", m->path, key);
+    }
+    snprintf(key, sizeof key, "%s.attention.head_count_kv", m->arch_name);
+    if (hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv != 0) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, key, -1,
+                          "%s: \"%s\" = %lld does not divide the %lld attention heads", m->path,
+                          key, (long long)hp->n_head_kv, (long long)hp->n_head);
+    }
+    if (!hp->head_dim && hp->n_embd % hp->n_head != 0) {
+        snprintf(key, sizeof key, "%s.embedding_length", m->arch_name);
+        return qw_fail_at(err, QW_ERR_CORRUPT, key, -1,
+                          "%s: \"%s\" = %lld is not a multiple of the %lld attention heads and "
+                          "there is no attention.key_length", m->path, key, (long long)hp->n_embd,
+                          (long long)hp->n_head);
+    }
+    return QW_OK;
+}
+
+/* Sets up undoing the Q/K permutation: heads of an even number of rows (elements for a bias). */
+static qw_status plan_unpermute(const qw_hparams *hp, qw_hf_tensor *h, qw_transform transform) {
+    h->unpermute = transform;
+    int64_t heads = transform == QW_TRANSFORM_PERMUTE_Q ? hp->n_head : hp->n_head_kv;
+    int64_t units = h->n_dims == 1 ? h->ne[0] : h->n_rows;
+    if (heads <= 0 || units % heads != 0 || (units / heads) % 2 != 0) return QW_ERR_CORRUPT;
+    h->head_rows = units / heads;
+    return QW_OK;
+}
+
+static qw_status rope_scaling_from_tensor(const qw_model *m, qw_hparams *hp, qw_error *err) {
+    const qw_model_tensor *t = qw_model_find(m, "rope_freqs.weight");
+    if (!t) return QW_OK;
+    if (t->n_dims != 1 || t->ne[0] <= 0 || t->ne[0] > (1 << 16)) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
+                          "%s: rope_freqs.weight must be one vector of at most 65536 values",
+                          m->path);
+    }
+    float *freqs = qw_malloc_array((size_t)t->ne[0], sizeof *freqs);
+    if (!freqs) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    qw_status st = qw_model_read_rows(t, 0, 1, freqs, err);
+    if (st == QW_OK) st = qw_hparams_rope_from_freqs(hp, freqs, t->ne[0], m->path, err);
+    qw_free(freqs);
+    return st;
+}
+
+static int64_t gguf_token_id(const qw_gguf *g, const char *key) {
+    uint64_t id;
+    return qw_gguf_get_u64(g, key, &id) && id <= (uint64_t)INT32_MAX ? (int64_t)id : -1;
+}
+
+static qw_status view_of_gguf(const qw_model *m, qw_hf_view *v, qw_error *err) {
+    if (!m->arch) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_ARCH, "general.architecture", -1,
+                          "%s: GGUF architecture \"%s\" has no HuggingFace mapping in qwodel "
+                          "(supported: %s)", m->path, m->arch_name, qw_arch_supported_list());
+    }
+    qw_hparams hp = m->hparams;
+    QW_TRY(check_heads(m, &hp, err));
+    QW_TRY(qw_hparams_rope_from_gguf(m->gguf, m->arch_name, &hp, err));
+    QW_TRY(rope_scaling_from_tensor(m, &hp, err));
+    hp.tied_embeddings = qw_model_find(m, "output.weight") == NULL;
+
+    bool attention_bias = false;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const qw_model_tensor *t = &m->tensors[i];
+        qw_hf_tensor *h = &v->tensors[v->n_tensors];
+        qw_transform transform;
+        bool drop;
+        qw_status st = qw_arch_unmap_tensor(m->arch, &hp, t->name, h->name, sizeof h->name,
+                                            &transform, &drop, err);
+        if (st != QW_OK) {
+            qw_error_prefix(err, "%s: ", m->path);
+            return st;
+        }
+        if (drop) continue;
+        if (qw_hf_view_find(v, h->name)) {
+            return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
+                              "%s: two tensors map to the HuggingFace name \"%s\"", m->path,
+                              h->name);
+        }
+        fill_common(h, t);
+        h->offset = qw_transform_offset(transform);
+        if (h->offset != 0.0f) h->raw = false; /* (w + c) - c is exact only in the reals */
+        if (qw_transform_permutes(transform) && plan_unpermute(&hp, h, transform) != QW_OK) {
+            return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
+                              "%s: tensor \"%s\" has %lld rows, which cannot be split into "
+                              "%lld heads of an even size", m->path, t->name,
+                              (long long)(h->n_dims == 1 ? h->ne[0] : h->n_rows),
+                              (long long)(transform == QW_TRANSFORM_PERMUTE_Q ? hp.n_head
+                                                                               : hp.n_head_kv));
+        }
+        if (qw_str_ends_with(h->name, ".self_attn.q_proj.bias")) attention_bias = true;
+        v->n_tensors++;
+    }
+
+    const qw_hf_tensor *embd = qw_hf_view_find(v, "model.embed_tokens.weight");
+    if (!embd || embd->n_dims != 2) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "token_embd.weight", -1,
+                          "%s: no 2-D token_embd.weight, so the vocabulary size is unknown",
+                          m->path);
+    }
+    hp.vocab_size = embd->ne[1];
+    qw_hf_config_info info = {
+        .bos_token_id = gguf_token_id(m->gguf, "tokenizer.ggml.bos_token_id"),
+        .eos_token_id = gguf_token_id(m->gguf, "tokenizer.ggml.eos_token_id"),
+        .torch_dtype = torch_dtype_of(embd->source),
+        .attention_bias = attention_bias,
+    };
+    /* the tensors stay readable without a config; asking for it reports why there is none */
+    qw_status st = qw_arch_hf_config(m->arch, &hp, &info, &v->config, &v->config_err);
+    if (st == QW_ERR_NO_MEMORY) return qw_fail(err, st, "out of memory");
+    if (st != QW_OK) qw_error_prefix(&v->config_err, "%s: ", m->path);
+    return QW_OK;
+}
+
+/* ---- the view ------------------------------------------------------------------------------- */
+
+qw_status qw_model_hf_view(const qw_model *m, qw_hf_view **out, qw_error *err) {
+    *out = NULL;
+    qw_hf_view *v = qw_calloc(1, sizeof *v);
+    if (v) v->tensors = qw_calloc(m->n_tensors + 1, sizeof *v->tensors);
+    if (!v || !v->tensors) {
+        qw_hf_view_free(v);
+        return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    }
+    qw_status st = m->kind == QW_SOURCE_GGUF ? view_of_gguf(m, v, err) : view_of_hf_dir(m, v, err);
+    if (st != QW_OK) {
+        qw_hf_view_free(v);
+        return st;
+    }
+    *out = v;
+    return QW_OK;
+}
+
+void qw_hf_view_free(qw_hf_view *v) {
+    if (!v) return;
+    qw_free(v->tensors);
+    json_decref(v->config);
+    qw_free(v);
+}
+
+size_t qw_hf_view_count(const qw_hf_view *v) { return v->n_tensors; }
+
+const qw_hf_tensor *qw_hf_view_at(const qw_hf_view *v, size_t index) {
+    return index < v->n_tensors ? &v->tensors[index] : NULL;
+}
+
+const qw_hf_tensor *qw_hf_view_find(const qw_hf_view *v, const char *hf_name) {
+    for (size_t i = 0; i < v->n_tensors; i++) {
+        if (strcmp(v->tensors[i].name, hf_name) == 0) return &v->tensors[i];
+    }
+    return NULL;
+}
+
+qw_status qw_hf_view_config(const qw_hf_view *v, const json_t **out, qw_error *err) {
+    *out = v->config;
+    if (v->config) return QW_OK;
+    if (err) *err = v->config_err;
+    return v->config_err.status != QW_OK ? v->config_err.status : QW_ERR_INTERNAL;
+}
+
+/* ---- reading -------------------------------------------------------------------------------- */
+
+static qw_status check_range(const qw_hf_tensor *t, int64_t row_begin, int64_t n_rows,
+                             qw_error *err) {
+    if (row_begin < 0 || n_rows < 0 || row_begin > t->n_rows || n_rows > t->n_rows - row_begin) {
+        return qw_fail_at(err, QW_ERR_INVALID_ARG, t->name, -1,
+                          "rows %lld..%lld are out of range for \"%s\" (%lld rows)",
+                          (long long)row_begin, (long long)(row_begin + n_rows), t->name,
+                          (long long)t->n_rows);
+    }
+    return QW_OK;
+}
+
+/* Elements of a permuted vector back in HF order: out[i] = in[gguf index of i]. */
+static void unpermute_elements(const void *in, void *out, int64_t n, int64_t head, size_t elem) {
+    for (int64_t i = 0; i < n; i++) {
+        memcpy((char *)out + (size_t)i * elem,
+               (const char *)in + (size_t)qw_unpermute_source_row(i, head) * elem, elem);
+    }
+}
+
+static qw_status read_rows_f32(const qw_hf_tensor *t, int64_t row_begin, int64_t n_rows,
+                               float *dst, qw_error *err) {
+    if (t->unpermute == QW_TRANSFORM_NONE) {
+        return qw_model_read_rows(t->source, row_begin, n_rows, dst, err);
+    }
+    if (t->n_dims == 1) {
+        if (n_rows == 0) return QW_OK;
+        float *tmp = qw_malloc_array((size_t)t->ne[0], sizeof *tmp);
+        if (!tmp) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+        qw_status st = qw_model_read_rows(t->source, 0, 1, tmp, err);
+        if (st == QW_OK) unpermute_elements(tmp, dst, t->ne[0], t->head_rows, sizeof *tmp);
+        qw_free(tmp);
+        return st;
+    }
+    for (int64_t r = 0; r < n_rows; r++) {
+        int64_t src = qw_unpermute_source_row(row_begin + r, t->head_rows);
+        QW_TRY(qw_model_read_rows(t->source, src, 1, dst + r * t->ne[0], err));
+    }
+    return QW_OK;
+}
+
+qw_status qw_hf_tensor_read_f32(const qw_hf_tensor *t, int64_t row_begin, int64_t n_rows,
+                                float *dst, qw_error *err) {
+    QW_TRY(check_range(t, row_begin, n_rows, err));
+    QW_TRY(read_rows_f32(t, row_begin, n_rows, dst, err));
+    if (t->offset != 0.0f) {
+        const int64_t n = n_rows * t->ne[0];
+        for (int64_t i = 0; i < n; i++) dst[i] -= t->offset;
+    }
+    return QW_OK;
+}
+
+qw_status qw_hf_tensor_read_raw(const qw_hf_tensor *t, int64_t row_begin, int64_t n_rows,
+                                void *dst, qw_error *err) {
+    if (!t->raw) {
+        return qw_fail_at(err, QW_ERR_INVALID_ARG, t->name, -1,
+                          "tensor \"%s\" is stored as %s with offset %g, not as plain floats; "
+                          "read it as f32", t->name, t->source->dtype_name, (double)t->offset);
+    }
+    QW_TRY(check_range(t, row_begin, n_rows, err));
+    const size_t elem = qw_qtype_get(t->raw_type)->block_bytes; /* float types: 1-element blocks */
+    const uint64_t row_bytes = (uint64_t)t->ne[0] * elem;
+    const uint8_t *base = t->source->data;
+    if (t->unpermute == QW_TRANSFORM_NONE) {
+        memcpy(dst, base + (uint64_t)row_begin * row_bytes,
+               (size_t)((uint64_t)n_rows * row_bytes));
+    } else if (t->n_dims == 1) {
+        if (n_rows > 0) unpermute_elements(base, dst, t->ne[0], t->head_rows, elem);
+    } else {
+        for (int64_t r = 0; r < n_rows; r++) {
+            int64_t src = qw_unpermute_source_row(row_begin + r, t->head_rows);
+            memcpy((uint8_t *)dst + (uint64_t)r * row_bytes, base + (uint64_t)src * row_bytes,
+                   (size_t)row_bytes);
+        }
+    }
+    return QW_OK;
+}
