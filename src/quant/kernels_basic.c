@@ -321,7 +321,9 @@ void qw_quantize_row_q8_0(const float *src, void *dst, int64_t n, const float *i
         const float d = amax / 127;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = qw_fp32_to_fp16(d);
-        for (int j = 0; j < QW_QK8_0; j++) y[b].qs[j] = (int8_t)roundf(x[j] * id);
+        /* roundf then x86's conversion: a block of fp32 subnormals makes id infinite, and a
+         * plain (int8_t) cast of that is undefined */
+        for (int j = 0; j < QW_QK8_0; j++) y[b].qs[j] = (int8_t)trunc_low_byte(roundf(x[j] * id));
     }
 }
 

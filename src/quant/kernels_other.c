@@ -8,11 +8,8 @@
 
 #include "blocks.h"
 #include "half.h"
+#include "iq_grids.h"
 #include "kernels.h"
-
-/* The 16 levels of iq4_nl/iq4_xs: a non-uniform grid denser near zero, where weights cluster. */
-static const int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                         1,    13,   25,  38,  53,  69,  89,  113};
 
 /* E2M1 values doubled so they are integers; the block scales carry the compensating 1/2. The
  * ninth entry is -0, stored as 0: the decoded value is then +0, as in ggml. */
@@ -26,8 +23,8 @@ void qw_dequantize_row_iq4_nl(const void *src, float *dst, int64_t n) {
         const float d = qw_fp16_to_fp32(x[b].d);
         float *y = dst + b * QW_QK4_NL;
         for (int j = 0; j < QW_QK4_NL / 2; j++) {
-            y[j] = d * (float)kvalues_iq4nl[x[b].qs[j] & 0xf];
-            y[j + QW_QK4_NL / 2] = d * (float)kvalues_iq4nl[x[b].qs[j] >> 4];
+            y[j] = d * (float)qw_iq4nl_values[x[b].qs[j] & 0xf];
+            y[j + QW_QK4_NL / 2] = d * (float)qw_iq4nl_values[x[b].qs[j] >> 4];
         }
     }
 }
@@ -43,8 +40,8 @@ void qw_dequantize_row_iq4_xs(const void *src, float *dst, int64_t n) {
             const uint8_t *qs = x[b].qs + 16 * j;
             float *y = dst + b * QW_QK_K + 32 * j;
             for (int l = 0; l < 16; l++) {
-                y[l] = dl * (float)kvalues_iq4nl[qs[l] & 0xf];
-                y[l + 16] = dl * (float)kvalues_iq4nl[qs[l] >> 4];
+                y[l] = dl * (float)qw_iq4nl_values[qs[l] & 0xf];
+                y[l + 16] = dl * (float)qw_iq4nl_values[qs[l] >> 4];
             }
         }
     }

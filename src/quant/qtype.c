@@ -18,8 +18,9 @@
                       .dequantize = deq,                                                           \
                       .quantize = q}
 
-/* Kernels left NULL are not available in this build: decoding needs the type's grid tables
- * (iq1/iq2/iq3) or the type exists only as an intermediate (q8_1, q8_K as a target). */
+/* A NULL kernel is one this build does not have: no encoder yet for the imatrix-only iq2/iq1
+ * types and the types no llama.cpp format produces (tq*, mxfp4, nvfp4, q1_0, q2_0), none for
+ * the intermediates q8_1 and q8_K, no decoder for the integer types (not model weights). */
 static const qw_qtype_info qtype_table[QW_QTYPE_COUNT] = {
     ROW(F32, "f32", 0, 1, 4, true, qw_dequantize_row_f32, qw_quantize_row_f32),
     ROW(F16, "f16", 1, 1, 2, true, qw_dequantize_row_f16, qw_quantize_row_f16),

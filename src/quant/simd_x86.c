@@ -19,9 +19,8 @@
  * - Importance (imatrix) paths that are different algorithms call the reference kernel.
  * - Where the legacy encoders convert an out-of-range float to a byte (a block of fp32
  *   subnormals makes 1/d overflow to inf), the result is x86's: the low byte of cvttss2si's
- *   0x80000000 (the reference's trunc_low_byte, or its plain (int8_t) cast in q8_0). The SIMD
- *   kernels keep that low byte rather than saturating, so bf16 checkpoints with subnormal
- *   weights still give identical bytes.
+ *   0x80000000 (the reference's trunc_low_byte). The SIMD kernels keep that low byte rather
+ *   than saturating, so bf16 checkpoints with subnormal weights still give identical bytes.
  * - F16C conversions are exact, but they quiet signalling NaNs and keep NaN payloads where the
  *   reference (ggml's bit manipulation) does not; vectors holding an fp16 exponent of 31 or an
  *   fp32 NaN take the reference path, so even those inputs give the reference's bits.

@@ -14,6 +14,7 @@ squares or weighted sums overflow fp32, so any input with huge values is first g
 a forked child; where the child dies, our kernel is only required to run and be deterministic.
 """
 
+import faulthandler
 import os
 import signal
 
@@ -63,7 +64,9 @@ def _oracle_in_child(g, gid, x, imp):
         status = 0
         try:
             os.close(r)
-            # On abort ggml prints its assertion and runs gdb for a backtrace: silence both.
+            # On abort ggml prints its assertion and runs gdb for a backtrace, and pytest's
+            # faulthandler (on its own copy of stderr) prints Python's: silence all three.
+            faulthandler.disable()
             os.environ["GGML_NO_BACKTRACE"] = "1"
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
