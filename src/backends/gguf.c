@@ -549,10 +549,8 @@ static qw_status collect_gguf(const qw_model *m, candidate **out, size_t *n_out,
 
 /* The type an HF tensor gets when it is not quantized: what llama.cpp's converter writes. */
 static qw_qtype hf_unquantized_type(const candidate *c, const qw_ftype_info *ft) {
-    /* the converter also keeps Qwen2-MoE's shared-expert gate (a [1, n_embd] matrix) in f32 */
     if (c->entry.source == SOURCE_ROPE_FREQS || c->entry.source == SOURCE_VALUES ||
-        qw_tensor_keeps_f32(c->name, c->n_dims) ||
-        strstr(c->name, "ffn_gate_inp_shexp.weight")) {
+        qw_tensor_keeps_f32(c->name, c->n_dims)) {
         return QW_QTYPE_F32;
     }
     return qw_qtype_get(ft->default_type)->is_float ? ft->default_type : QW_QTYPE_F16;

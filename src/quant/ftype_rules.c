@@ -169,8 +169,9 @@ bool qw_tensor_allows_quantization(const qw_type_rules *rules, const qw_tensor_d
 }
 
 bool qw_tensor_keeps_f32(const char *name, int n_dims) {
+    /* routers stay f32, Qwen2-MoE's shared-expert gate (a [1, n_embd] matrix) included */
     return n_dims < 2 || !qw_str_ends_with(name, ".weight") || strstr(name, "_norm.weight") ||
-           strstr(name, "ffn_gate_inp.weight");
+           strstr(name, "ffn_gate_inp.weight") || strstr(name, "ffn_gate_inp_shexp.weight");
 }
 
 /* ---- model facts ----------------------------------------------------------------------------- */
