@@ -214,10 +214,6 @@ struct tok_post {
  * by the score of the merged piece, not by a merge list. */
 typedef enum tok_model_type { TOK_MODEL_BPE, TOK_MODEL_UNIGRAM, TOK_MODEL_SPM_BPE } tok_model_type;
 
-/* SentencePiece piece types (the numbers of its ModelProto). */
-enum { TOK_SPM_NORMAL = 1, TOK_SPM_UNKNOWN = 2, TOK_SPM_CONTROL = 3, TOK_SPM_USER_DEFINED = 4,
-       TOK_SPM_UNUSED = 5, TOK_SPM_BYTE = 6 };
-
 typedef struct tok_pairmap {
     uint64_t *keys; /* 0 = empty */
     uint32_t *ranks;
@@ -263,7 +259,7 @@ typedef struct tok_model {
     int32_t *trie_id; /* node -> token id, -1 */
     size_t n_nodes, cap_nodes;
     /* SentencePiece (tokenizer.model) only */
-    uint8_t *piece_type; /* id -> TOK_SPM_*, or NULL for tokenizer.json models */
+    uint8_t *piece_type; /* id -> SPM_PIECE_* (spm_proto.h), or NULL for tokenizer.json models */
     bool spm_f32;        /* Viterbi sums in float, as sentencepiece does */
     /* scratch */
     void *scratch;

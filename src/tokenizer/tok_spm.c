@@ -2,15 +2,7 @@
  * tok_spm.c — a SentencePiece tokenizer.model (used when a model has no tokenizer.json) as a
  * qw_tokenizer that encodes and decodes as the `sentencepiece` library does.
  *
- * Protobuf (proto2) fields read; everything else is skipped:
- *   ModelProto     { repeated SentencePiece pieces = 1; TrainerSpec trainer_spec = 2;
- *                    NormalizerSpec normalizer_spec = 3; }
- *   SentencePiece  { string piece = 1; float score = 2; Type type = 3 [NORMAL]; }
- *   TrainerSpec    { model_type = 3 [UNIGRAM=1; BPE=2]; treat_whitespace_as_suffix = 24;
- *                    byte_fallback = 35; unk_id = 40 [0]; bos_id = 41 [1]; }
- *   NormalizerSpec { name = 1; precompiled_charsmap = 2; add_dummy_prefix = 3 [true];
- *                    remove_extra_whitespaces = 4 [true]; escape_whitespaces = 5 [true]; }
- * (src/tokenizer/spm_model.c reads the same file for the GGUF vocabulary, BPE only.)
+ * The file is read by spm_proto.c (which spm_model.c uses too, for the GGUF vocabulary).
  *
  * Pipeline: the normalizer (identity rules only: a non-empty precompiled_charsmap, e.g.
  * nmt_nfkc, is refused) drops leading, trailing and repeated spaces when
@@ -29,124 +21,10 @@
 #include <string.h>
 
 #include "file.h"
+#include "spm_proto.h"
 #include "tok_private.h"
 
 #define SPM_SPACE "\xE2\x96\x81"
-
-enum { WIRE_VARINT = 0, WIRE_FIXED64 = 1, WIRE_LEN = 2, WIRE_FIXED32 = 5 };
-
-typedef struct pb {
-    const uint8_t *p, *end;
-} pb;
-
-typedef struct pb_field {
-    uint32_t number, wire;
-    uint64_t u64;
-    const uint8_t *data;
-    size_t len;
-} pb_field;
-
-static bool pb_varint(pb *r, uint64_t *out) {
-    uint64_t v = 0;
-    for (int shift = 0; shift < 70; shift += 7) {
-        if (r->p >= r->end) return false;
-        uint8_t b = *r->p++;
-        v |= (uint64_t)(b & 0x7F) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool pb_next(pb *r, pb_field *f) {
-    uint64_t key;
-    if (!pb_varint(r, &key)) return false;
-    f->number = (uint32_t)(key >> 3);
-    f->wire = (uint32_t)(key & 7);
-    f->data = NULL;
-    f->len = 0;
-    f->u64 = 0;
-    switch (f->wire) { /* the wire types are protobuf's, not a table of ours */
-    case WIRE_VARINT:
-        return pb_varint(r, &f->u64);
-    case WIRE_FIXED64:
-        if (r->end - r->p < 8) return false;
-        memcpy(&f->u64, r->p, 8);
-        r->p += 8;
-        return true;
-    case WIRE_FIXED32: {
-        if (r->end - r->p < 4) return false;
-        uint32_t v;
-        memcpy(&v, r->p, 4);
-        f->u64 = v;
-        r->p += 4;
-        return true;
-    }
-    case WIRE_LEN:
-        if (!pb_varint(r, &f->u64) || f->u64 > (uint64_t)(r->end - r->p)) return false;
-        f->data = r->p;
-        f->len = (size_t)f->u64;
-        r->p += f->len;
-        return true;
-    default:
-        return false;
-    }
-}
-
-typedef struct spm_spec {
-    uint64_t model_type;
-    bool byte_fallback, suffix;
-    int64_t unk_id, bos_id;
-    bool add_dummy_prefix, remove_extra, escape;
-    bool has_charsmap;
-    char name[32];
-    size_t n_pieces;
-} spm_spec;
-
-#define BAD(what)                                                                                  \
-    qw_fail_at(err, QW_ERR_CORRUPT, what, (int64_t)(r.p - base), "%s: malformed", what)
-
-static qw_status read_specs(const uint8_t *base, size_t size, spm_spec *sp, qw_error *err) {
-    *sp = (spm_spec){1, false, false, 0, 1, true, true, true, false, "", 0};
-    pb r = {base, base + size};
-    while (r.p < r.end) {
-        pb_field f;
-        if (!pb_next(&r, &f)) return BAD("ModelProto");
-        if (f.number == 1 && f.wire == WIRE_LEN) {
-            sp->n_pieces++;
-            continue;
-        }
-        if ((f.number != 2 && f.number != 3) || f.wire != WIRE_LEN) continue;
-        pb s = {f.data, f.data + f.len};
-        while (s.p < s.end) {
-            pb_field g;
-            if (!pb_next(&s, &g)) {
-                r = s;
-                return BAD(f.number == 2 ? "trainer_spec" : "normalizer_spec");
-            }
-            if (f.number == 2 && g.wire == WIRE_VARINT) {
-                if (g.number == 3) sp->model_type = g.u64;
-                if (g.number == 24) sp->suffix = g.u64 != 0;
-                if (g.number == 35) sp->byte_fallback = g.u64 != 0;
-                if (g.number == 40) sp->unk_id = (int64_t)(int32_t)(uint32_t)g.u64;
-                if (g.number == 41) sp->bos_id = (int64_t)(int32_t)(uint32_t)g.u64;
-            } else if (f.number == 3) {
-                if (g.number == 1 && g.wire == WIRE_LEN) {
-                    size_t l = g.len < sizeof sp->name - 1 ? g.len : sizeof sp->name - 1;
-                    memcpy(sp->name, g.data, l);
-                    sp->name[l] = 0;
-                }
-                if (g.number == 2 && g.wire == WIRE_LEN) sp->has_charsmap = g.len > 0;
-                if (g.number == 3 && g.wire == WIRE_VARINT) sp->add_dummy_prefix = g.u64 != 0;
-                if (g.number == 4 && g.wire == WIRE_VARINT) sp->remove_extra = g.u64 != 0;
-                if (g.number == 5 && g.wire == WIRE_VARINT) sp->escape = g.u64 != 0;
-            }
-        }
-    }
-    return QW_OK;
-}
 
 /* ---- normalizer and decoder ----------------------------------------------------------------- */
 
@@ -223,18 +101,18 @@ static qw_status spm_decode(const tok_dec *d, tok_list *in, tok_list *out, qw_er
     bool ok = true;
     for (size_t i = 0; i < in->n && ok; i++) {
         int32_t id = in->v[i].id;
-        uint8_t type = id >= 0 && (size_t)id < m->n_tok ? m->piece_type[id] : TOK_SPM_NORMAL;
+        uint8_t type = id >= 0 && (size_t)id < m->n_tok ? m->piece_type[id] : SPM_PIECE_NORMAL;
         const char *s = tok_list_str(in, i);
         size_t n = in->v[i].len;
-        if (type == TOK_SPM_BYTE && n == 6 && hexval(s[3]) >= 0 && hexval(s[4]) >= 0) {
+        if (type == SPM_PIECE_BYTE && n == 6 && hexval(s[3]) >= 0 && hexval(s[4]) >= 0) {
             char b = (char)(hexval(s[3]) * 16 + hexval(s[4]));
             ok = qw_buf_append(&bytes, &b, 1);
             continue;
         }
         ok = flush_bytes(&bytes, &text);
         if (text.len) bos_ws = false;
-        if (!ok || type == TOK_SPM_CONTROL) continue;
-        if (type == TOK_SPM_UNKNOWN) {
+        if (!ok || type == SPM_PIECE_CONTROL) continue;
+        if (type == SPM_PIECE_UNKNOWN) {
             ok = qw_buf_append(&text, " \xE2\x81\x87 ", 5);
             continue;
         }
@@ -320,7 +198,7 @@ static spm_pair heap_pop(spm_heap *h) {
 
 static bool mergeable(const tok_model *m, int32_t id) {
     uint8_t t = m->piece_type[id];
-    return t == TOK_SPM_NORMAL || t == TOK_SPM_USER_DEFINED || t == TOK_SPM_UNUSED;
+    return t == SPM_PIECE_NORMAL || t == SPM_PIECE_USER_DEFINED || t == SPM_PIECE_UNUSED;
 }
 
 static bool add_pair(const tok_model *m, const char *s, spm_sym *sy, int64_t l, int64_t r,
@@ -405,8 +283,7 @@ qw_status tok_spm_bpe_encode(tok_model *m, const char *s, size_t n, qw_token_ids
 
 /* ---- loading -------------------------------------------------------------------------------- */
 
-static qw_status load_pieces(qw_tokenizer *tok, const uint8_t *base, size_t size,
-                             const spm_spec *sp, qw_error *err) {
+static qw_status load_pieces(qw_tokenizer *tok, const spm_proto *sp, qw_error *err) {
     tok_model *m = &tok->model;
     size_t n = sp->n_pieces;
     m->n_tok = n;
@@ -421,67 +298,35 @@ static qw_status load_pieces(qw_tokenizer *tok, const uint8_t *base, size_t size
         !tok->norm_added || !tok->norm_added_len || !qw_tok_map_init(&m->vocab, n)) {
         return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory for %zu pieces", n);
     }
-    pb r = {base, base + size};
-    size_t id = 0;
     bool first = true;
-    while (r.p < r.end) {
-        pb_field f;
-        if (!pb_next(&r, &f)) return BAD("ModelProto");
-        if (f.number != 1 || f.wire != WIRE_LEN) continue;
-        char key[48];
-        snprintf(key, sizeof key, "pieces[%zu]", id);
-        pb s = {f.data, f.data + f.len};
-        const uint8_t *text = NULL;
-        size_t text_len = 0;
-        float score = 0;
-        uint64_t type = TOK_SPM_NORMAL;
-        while (s.p < s.end) {
-            pb_field g;
-            if (!pb_next(&s, &g)) {
-                r = s;
-                return BAD(key);
-            }
-            if (g.number == 1 && g.wire == WIRE_LEN) {
-                text = g.data;
-                text_len = g.len;
-            } else if (g.number == 2 && g.wire == WIRE_FIXED32) {
-                uint32_t bits = (uint32_t)g.u64;
-                memcpy(&score, &bits, 4);
-            } else if (g.number == 3 && g.wire == WIRE_VARINT) {
-                type = g.u64;
-            }
-        }
-        if (!text || !text_len || !tok_utf8_valid((const char *)text, text_len) ||
-            type < TOK_SPM_NORMAL || type > TOK_SPM_BYTE || !isfinite(score)) {
-            return qw_fail_at(err, QW_ERR_CORRUPT, key, -1,
-                              "%s: needs non-empty UTF-8 text, a finite score and a type 1..6",
-                              key);
-        }
-        m->tok[id] = qw_strndup((const char *)text, text_len);
+    for (size_t id = 0; id < n; id++) {
+        const spm_piece *pc = &sp->pieces[id];
+        m->tok[id] = qw_strndup(pc->text, pc->len);
         if (!m->tok[id]) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
-        m->tok_len[id] = (uint32_t)text_len;
-        m->scores[id] = score;
-        m->piece_type[id] = (uint8_t)type;
-        if (qw_tok_map_get(&m->vocab, m->tok[id], text_len) >= 0) {
+        m->tok_len[id] = pc->len;
+        m->scores[id] = pc->score;
+        m->piece_type[id] = pc->type;
+        if (qw_tok_map_get(&m->vocab, m->tok[id], pc->len) >= 0) {
+            char key[48];
+            snprintf(key, sizeof key, "pieces[%zu]", id);
             return qw_fail_at(err, QW_ERR_CORRUPT, key, -1, "%s: \"%s\" is defined twice", key,
                               m->tok[id]);
         }
-        if (!qw_tok_map_put(&m->vocab, m->tok[id], text_len, (int32_t)id)) {
+        if (!qw_tok_map_put(&m->vocab, m->tok[id], pc->len, (int32_t)id)) {
             return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
         }
-        if (type == TOK_SPM_NORMAL && (first || score < m->min_score)) {
-            m->min_score = score;
+        if (pc->type == SPM_PIECE_NORMAL && (first || pc->score < m->min_score)) {
+            m->min_score = pc->score;
             first = false;
         }
-        if (type == TOK_SPM_UNKNOWN) m->unk_id = (int32_t)id;
-        if (type == TOK_SPM_USER_DEFINED) {
+        if (pc->type == SPM_PIECE_UNKNOWN) m->unk_id = (int32_t)id;
+        if (pc->type == SPM_PIECE_USER_DEFINED) {
             tok_added *a = &tok->added[tok->n_added++];
-            a->content = qw_strndup(m->tok[id], text_len);
+            a->content = qw_strndup(m->tok[id], pc->len);
             if (!a->content) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
-            a->len = text_len;
+            a->len = pc->len;
             a->id = (int32_t)id;
         }
-        id++;
     }
     return QW_OK;
 }
@@ -493,7 +338,7 @@ static qw_status build_unigram_trie(tok_model *m, qw_error *err) {
     m->n_nodes = 1;
     m->cap_nodes = 1024;
     for (size_t id = 0; id < m->n_tok; id++) {
-        if (m->piece_type[id] != TOK_SPM_NORMAL) continue; /* control, byte, unused: not text */
+        if (m->piece_type[id] != SPM_PIECE_NORMAL) continue; /* control, byte, unused: not text */
         uint32_t node = 0;
         for (size_t k = 0; k < m->tok_len[id]; k++) {
             unsigned char c = (unsigned char)m->tok[id][k];
@@ -518,32 +363,31 @@ static qw_status build_unigram_trie(tok_model *m, qw_error *err) {
     return QW_OK;
 }
 
-static qw_status load_spm(qw_tokenizer *tok, const uint8_t *data, size_t size, qw_error *err) {
-    spm_spec sp;
-    QW_TRY(read_specs(data, size, &sp, err));
-    if (sp.n_pieces == 0) return qw_fail(err, QW_ERR_CORRUPT, "no pieces (not a tokenizer.model?)");
-    if (sp.n_pieces > (1u << 26)) return qw_fail(err, QW_ERR_CORRUPT, "too many pieces");
-    if (sp.model_type != 1 && sp.model_type != 2) {
+/* Everything after parsing: parse errors already name the file, these get it prefixed. */
+static qw_status build_spm(qw_tokenizer *tok, const spm_proto *proto, qw_error *err) {
+    const spm_proto sp = *proto;
+    if (sp.model_type != SPM_MODEL_UNIGRAM && sp.model_type != SPM_MODEL_BPE) {
         return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "trainer_spec.model_type", -1,
-                          "trainer_spec.model_type %llu is not supported (UNIGRAM=1 and BPE=2 are)",
-                          (unsigned long long)sp.model_type);
+                          "trainer_spec.model_type %llu (%s) is not supported (UNIGRAM and BPE "
+                          "are)",
+                          (unsigned long long)sp.model_type, spm_model_type_name(sp.model_type));
     }
     if (sp.has_charsmap) {
         return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "normalizer_spec.precompiled_charsmap",
                           -1, "normalizer_spec.precompiled_charsmap: normalization rules \"%s\" (a "
                               "precompiled charsmap) are not supported; only identity is",
-                          sp.name);
+                          sp.normalizer_name);
     }
-    if (sp.suffix) {
+    if (sp.whitespace_as_suffix) {
         return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "trainer_spec.treat_whitespace_as_suffix",
                           -1, "trainer_spec.treat_whitespace_as_suffix is not supported");
     }
     tok_model *m = &tok->model;
-    m->type = sp.model_type == 2 ? TOK_MODEL_SPM_BPE : TOK_MODEL_UNIGRAM;
+    m->type = sp.model_type == SPM_MODEL_BPE ? TOK_MODEL_SPM_BPE : TOK_MODEL_UNIGRAM;
     m->unk_id = -1;
     m->byte_fallback = sp.byte_fallback;
     m->spm_f32 = true;
-    QW_TRY(load_pieces(tok, data, size, &sp, err));
+    QW_TRY(load_pieces(tok, &sp, err));
     if (m->type == TOK_MODEL_UNIGRAM) QW_TRY(build_unigram_trie(m, err));
     QW_TRY(tok_model_finish_load(m, err));
     tok->n_vocab = m->n_tok;
@@ -552,13 +396,13 @@ static qw_status load_spm(qw_tokenizer *tok, const uint8_t *data, size_t size, q
     tok->decoder = qw_calloc(1, sizeof *tok->decoder);
     if (!tok->normalizer || !tok->decoder) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     tok->normalizer->kind = &SPM_NORM;
-    tok->normalizer->strip_left = sp.remove_extra;
+    tok->normalizer->strip_left = sp.remove_extra_whitespaces;
     tok->normalizer->strip_right = sp.add_dummy_prefix;
-    tok->normalizer->utf8proc_options = sp.escape;
+    tok->normalizer->utf8proc_options = sp.escape_whitespaces;
     tok->decoder->kind = &SPM_DEC;
     tok->decoder->ctx = m; /* piece types */
     tok->decoder->start = sp.add_dummy_prefix;
-    tok->decoder->stop = sp.remove_extra;
+    tok->decoder->stop = sp.remove_extra_whitespaces;
 
     if (sp.bos_id >= 0 && (size_t)sp.bos_id < m->n_tok) {
         tok->post.before = qw_malloc_array(1, sizeof(int32_t));
@@ -583,10 +427,15 @@ qw_status qw_tokenizer_load_spm_buffer(const void *data, size_t len, const char 
     if (!label) label = "tokenizer.model";
     qw_tokenizer *tok = qw_calloc(1, sizeof *tok);
     if (!tok) return qw_fail(err, QW_ERR_NO_MEMORY, "%s: out of memory", label);
-    qw_status st = data || !len ? load_spm(tok, data, len, err)
-                                : qw_fail(err, QW_ERR_INVALID_ARG, "no data");
+    spm_proto sp = {0};
+    qw_status st = data || !len ? spm_proto_parse(data, len, label, &sp, err)
+                                : qw_fail(err, QW_ERR_INVALID_ARG, "%s: no data", label);
+    if (st == QW_OK) {
+        st = build_spm(tok, &sp, err);
+        if (st != QW_OK) qw_error_prefix(err, "%s: ", label);
+    }
+    spm_proto_free(&sp);
     if (st != QW_OK) {
-        qw_error_prefix(err, "%s: ", label);
         qw_tokenizer_free(tok);
         return st;
     }
