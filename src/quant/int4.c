@@ -1,0 +1,142 @@
+/*
+ * W4A16 group quantization as compressed-tensors computes it; see int4.h for the formulas.
+ * Every arithmetic step is rounded to the scheme's dtype because torch evaluates bf16/f16
+ * tensor operations in f32 and rounds each result: doing the same gives identical codes.
+ */
+#include "int4.h"
+
+#include <math.h>
+
+#include "half.h"
+
+enum { CODE_MIN = -8, CODE_MAX = 7 };
+
+qw_status qw_int4_check(const qw_int4_scheme *s, int64_t n_in, const char *tensor,
+                        qw_error *err) {
+    if (s->dtype != QW_QTYPE_F32 && s->dtype != QW_QTYPE_F16 && s->dtype != QW_QTYPE_BF16) {
+        return qw_fail_at(err, QW_ERR_INVALID_ARG, tensor, -1,
+                          "%s: int4 scales must be f32, f16 or bf16", tensor);
+    }
+    if (s->group_size <= 0 || n_in <= 0 || n_in % s->group_size != 0) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, tensor, -1,
+                          "%s: %lld input columns are not a multiple of the group size %lld",
+                          tensor, (long long)n_in, (long long)s->group_size);
+    }
+    return QW_OK;
+}
+
+float qw_int4_round_dtype(const qw_int4_scheme *s, float x) {
+    if (s->dtype == QW_QTYPE_BF16) return qw_bf16_to_fp32(qw_fp32_to_bf16(x));
+    if (s->dtype == QW_QTYPE_F16) return qw_fp16_to_fp32(qw_fp32_to_fp16(x));
+    return x;
+}
+
+/* torch.finfo(dtype).eps */
+static float dtype_eps(qw_qtype dtype) {
+    return dtype == QW_QTYPE_BF16 ? 0x1p-7f : dtype == QW_QTYPE_F16 ? 0x1p-10f : 0x1p-23f;
+}
+
+static float clampf(float x, float lo, float hi) {
+    return x < lo ? lo : x > hi ? hi : x; /* NaN passes through, as torch.clamp's does */
+}
+
+/* torch.round(...).to(int8) of a value already clamped to [-8, 7]; NaN (only from 0 / 0 in an
+ * all-zero group, whose zero point is then irrelevant) becomes 0 */
+static int8_t to_code(float x) {
+    return isnan(x) ? 0 : (int8_t)nearbyintf(x);
+}
+
+static void group_params(const qw_int4_scheme *s, const float *w, int64_t n, float *scale,
+                         int8_t *zero_point) {
+    float lo = 0.0f, hi = 0.0f; /* zero is always representable */
+    for (int64_t i = 0; i < n; i++) {
+        lo = w[i] < lo ? w[i] : lo;
+        hi = w[i] > hi ? w[i] : hi;
+    }
+    float sc, zp = 0.0f;
+    if (s->symmetric) {
+        float m = -lo > hi ? -lo : hi;
+        sc = qw_int4_round_dtype(s, m / 7.5f);
+    } else {
+        sc = qw_int4_round_dtype(s, qw_int4_round_dtype(s, hi - lo) / 15.0f);
+        /* computed before the zero-scale fix-up, as compressed-tensors does */
+        zp = clampf(qw_int4_round_dtype(s, (float)CODE_MIN - qw_int4_round_dtype(s, lo / sc)),
+                    CODE_MIN, CODE_MAX);
+    }
+    *scale = sc == 0.0f ? dtype_eps(s->dtype) : sc;
+    *zero_point = to_code(zp);
+}
+
+void qw_int4_quantize_row(const qw_int4_scheme *s, const float *w, int64_t n, int8_t *codes,
+                          float *scales, int8_t *zero_points) {
+    const int64_t g = s->group_size;
+    for (int64_t k = 0; k * g < n; k++) {
+        const float *wg = w + k * g;
+        group_params(s, wg, g, &scales[k], &zero_points[k]);
+        const float sc = scales[k], zp = (float)zero_points[k];
+        for (int64_t i = 0; i < g; i++) {
+            float x = qw_int4_round_dtype(s, qw_int4_round_dtype(s, wg[i] / sc) + zp);
+            codes[k * g + i] = to_code(clampf(x, CODE_MIN, CODE_MAX));
+        }
+    }
+}
+
+void qw_int4_dequantize_row(const qw_int4_scheme *s, const int8_t *codes, const float *scales,
+                            const int8_t *zero_points, int64_t n, float *out) {
+    const int64_t g = s->group_size;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t k = i / g;
+        out[i] = qw_int4_round_dtype(s, (float)(codes[i] - zero_points[k]) * scales[k]);
+    }
+}
+
+void qw_int4_fake_quantize_row(const qw_int4_scheme *s, float *w, int64_t n) {
+    const int64_t g = s->group_size;
+    int8_t codes[256];
+    for (int64_t k = 0; k * g < n; k++) {
+        float *wg = w + k * g;
+        float sc;
+        int8_t zp;
+        group_params(s, wg, g, &sc, &zp);
+        for (int64_t i0 = 0; i0 < g; i0 += 256) { /* any group size, fixed scratch */
+            const int64_t m = g - i0 < 256 ? g - i0 : 256;
+            for (int64_t i = 0; i < m; i++) {
+                float x = qw_int4_round_dtype(s, qw_int4_round_dtype(s, wg[i0 + i] / sc) + zp);
+                codes[i] = to_code(clampf(x, CODE_MIN, CODE_MAX));
+            }
+            for (int64_t i = 0; i < m; i++) {
+                wg[i0 + i] = qw_int4_round_dtype(s, (float)(codes[i] - zp) * sc);
+            }
+        }
+    }
+}
+
+void qw_int4_pack_row(const int8_t *codes, int64_t n, int32_t *words) {
+    for (int64_t j = 0; j * 8 < n; j++) {
+        uint32_t word = 0;
+        for (int64_t i = 0; i < 8 && j * 8 + i < n; i++) {
+            word |= (uint32_t)(codes[j * 8 + i] - CODE_MIN) << (4 * i);
+        }
+        words[j] = (int32_t)word;
+    }
+}
+
+void qw_int4_unpack_row(const int32_t *words, int64_t n, int8_t *codes) {
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t word = (uint32_t)words[i / 8];
+        codes[i] = (int8_t)((int)((word >> (4 * (i % 8))) & 15) + CODE_MIN);
+    }
+}
+
+void qw_int4_pack_columns(const int8_t *zero_points, int64_t n_rows, int64_t n_groups,
+                          int32_t *words) {
+    for (int64_t r = 0; r * 8 < n_rows; r++) {
+        for (int64_t k = 0; k < n_groups; k++) {
+            uint32_t word = 0;
+            for (int64_t i = 0; i < 8 && r * 8 + i < n_rows; i++) {
+                word |= (uint32_t)(zero_points[(r * 8 + i) * n_groups + k] - CODE_MIN) << (4 * i);
+            }
+            words[r * n_groups + k] = (int32_t)word;
+        }
+    }
+}
