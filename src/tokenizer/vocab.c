@@ -171,7 +171,8 @@ static const char *template_special(const json_t *item) {
  * The converter's reading of the post-processor: RobertaProcessing adds bos and eos; a
  * TemplateProcessing "single" template starting with the bos (or cls) token adds bos, and one
  * ending with a special token adds eos — a trailing token other than eos becomes eos, the old eos
- * becoming eot (or eom). tokenizer_config's add_*_token, read later, overrides these.
+ * becoming eot (or eom); a ByteLevel processor adds neither. tokenizer_config's add_*_token,
+ * read later, overrides these.
  */
 static void read_post_processor(const load_ctx *c, qw_vocab *v, special_state *s,
                                 const char *cls) {
@@ -182,6 +183,14 @@ static void read_post_processor(const load_ctx *c, qw_vocab *v, special_state *s
     for (size_t i = 0; i < n; i++) {
         const json_t *proc = json_is_array(list) ? json_array_get(list, i) : pp;
         const char *type = json_string_value(json_object_get(proc, "type"));
+        /* A ByteLevel post-processor adds nothing, so HF adds no bos/eos: say so, or llama.cpp
+         * falls back to its per-pre-tokenizer default (llama-bpe adds bos). A template later in
+         * the same Sequence still decides. */
+        if (same(type, "ByteLevel")) {
+            if (v->add_bos < 0) v->add_bos = 0;
+            if (v->add_eos < 0) v->add_eos = 0;
+            continue;
+        }
         if (same(type, "RobertaProcessing")) {
             v->add_bos = 1;
             v->add_eos = 1;

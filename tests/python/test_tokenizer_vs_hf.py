@@ -277,8 +277,8 @@ def test_fixture_kvs(name, built):
     assert {k[len("tokenizer.ggml."):-len("_token_id")]: kvs[k][1] for k in ids} == expected_ids
     expected_flags = {
         "llama2": {"add_bos_token": True, "add_eos_token": False},
-        "llama3": {},
-        "qwen3": {"add_bos_token": False},
+        "llama3": {"add_bos_token": False, "add_eos_token": False},  # ByteLevel post-processor
+        "qwen3": {"add_bos_token": False, "add_eos_token": False},
     }[name]
     assert {k[len("tokenizer.ggml."):]: kvs[k][1] for k in flags} == expected_flags
 

@@ -183,8 +183,8 @@ TEST(test_llama3_fixture) {
     CHECK_EQ_INT(v->special[QW_SPECIAL_EOS], 128001);
     CHECK_EQ_INT(v->special[QW_SPECIAL_UNK], -1);
     CHECK_EQ_INT(v->special[QW_SPECIAL_PAD], -1);
-    CHECK_EQ_INT(v->add_bos, -1); /* no add_bos_token, no template post-processor */
-    CHECK_EQ_INT(v->add_eos, -1);
+    CHECK_EQ_INT(v->add_bos, 0); /* a ByteLevel post-processor only: HF adds neither */
+    CHECK_EQ_INT(v->add_eos, 0);
     CHECK_EQ_INT(v->add_space_prefix, -1);
     CHECK(v->chat_template && strstr(v->chat_template, "<|start_header_id|>"));
     qw_vocab_free(v);
@@ -224,7 +224,7 @@ TEST(test_qwen3_fixture) {
     CHECK_EQ_INT(v->special[QW_SPECIAL_EOS], 151645);
     CHECK_EQ_INT(v->special[QW_SPECIAL_PAD], 151643);
     CHECK_EQ_INT(v->add_bos, 0);
-    CHECK_EQ_INT(v->add_eos, -1);
+    CHECK_EQ_INT(v->add_eos, 0); /* ByteLevel post-processor */
     CHECK(v->chat_template && strstr(v->chat_template, "<|im_start|>"));
     qw_vocab_free(v);
 }
@@ -371,7 +371,8 @@ TEST(test_gguf_qwen3) {
             "tokenizer.ggml.pre",            "tokenizer.ggml.tokens",
             "tokenizer.ggml.token_type",     "tokenizer.ggml.merges",
             "tokenizer.ggml.eos_token_id",   "tokenizer.ggml.padding_token_id",
-            "tokenizer.ggml.add_bos_token",  "tokenizer.chat_template",
+            "tokenizer.ggml.add_bos_token",  "tokenizer.ggml.add_eos_token",
+            "tokenizer.chat_template",
         };
         CHECK_EQ_INT(qw_gguf_kv_count(g), sizeof order / sizeof order[0]);
         for (size_t i = 0; i < qw_gguf_kv_count(g) && i < sizeof order / sizeof order[0]; i++) {
