@@ -102,6 +102,19 @@ typedef struct qw_fixed_kv {
     uint32_t value;
 } qw_fixed_kv;
 
+/* A config.json key's value when the file leaves the key out: what the HF config class fills in
+ * (transformers loads the config through it, and so does llama.cpp's converter), as JSON text. */
+typedef struct qw_config_default {
+    const char *key;
+    const char *json;
+} qw_config_default;
+
+/* An HF tensor-name prefix and what it stands for in the row's rules. */
+typedef struct qw_name_prefix {
+    const char *hf;
+    const char *as;
+} qw_name_prefix;
+
 typedef struct qw_arch {
     const char *name;                    /* GGUF general.architecture */
     const char *const *hf_classes;       /* config.json "architectures" values, NULL-ended */
@@ -127,6 +140,15 @@ typedef struct qw_arch {
                                           * factor and rope_factors_long/short tensors */
     const qw_fixed_kv *fixed_u32;        /* keys the converter writes with constant values
                                           * (CodeGemma's FIM token ids); NULL-ended, or NULL */
+    /* Multimodal checkpoints that hold a text model of this row (Gemma 3 4B+): */
+    const char *const *nested_classes;   /* HF classes whose config.json keeps the text model's
+                                          * hyperparameters in a sub-object; NULL-ended, or NULL */
+    const char *nested_key;              /* that sub-object's key ("text_config") */
+    const qw_config_default *config_defaults; /* NULL-ended, or NULL */
+    const qw_name_prefix *name_prefixes; /* rewritten before the rules; NULL-ended, or NULL */
+    const char *const *skip_prefixes;    /* other models' tensors (vision tower, projector):
+                                          * not converted; NULL-ended, or NULL */
+    bool trims_embd_to_tokenizer;        /* token_embd keeps only the tokenizer's rows */
 } qw_arch;
 
 size_t qw_arch_count(void);
@@ -142,6 +164,15 @@ qw_status qw_arch_from_config(const json_t *config, const char *file, const qw_a
 /* Comma-separated list of supported HF classes, for messages. Static storage. */
 const char *qw_arch_supported_list(void);
 
+/* The config the row's hyperparameters are read from: for a class in nested_classes the
+ * nested_key object merged over the top level (its keys win, as in llama.cpp's converter); the
+ * rope_parameters of transformers 5 configs as rope_theta / rope_scaling / rope_local_base_freq;
+ * then config_defaults for the keys still missing. *out is a new reference (the caller decrefs);
+ * *nested tells whether the sub-object was used. A missing or non-object sub-object or
+ * rope_parameters is QW_ERR_CORRUPT naming the key. */
+qw_status qw_arch_text_config(const qw_arch *arch, const json_t *config, const char *file,
+                              json_t **out, bool *nested, qw_error *err);
+
 qw_status qw_hparams_from_config(const json_t *config, const char *file, qw_hparams *out,
                                  qw_error *err);
 /* From GGUF metadata "<arch>.*" keys. Missing required keys are QW_ERR_CORRUPT. */
@@ -153,6 +184,10 @@ qw_status qw_hparams_from_gguf(const qw_gguf *g, const char *arch_name, qw_hpara
 qw_status qw_arch_map_tensor(const qw_arch *arch, const qw_hparams *hp, const char *hf_name,
                              char *gguf_name, size_t gguf_name_bytes, qw_transform *transform,
                              bool *drop, qw_error *err);
+
+/* Whether hf_name belongs to another model of a multimodal checkpoint (skip_prefixes): such
+ * tensors are dropped by qw_arch_map_tensor. */
+bool qw_arch_is_skipped_module(const qw_arch *arch, const char *hf_name);
 
 /* qw_arch_map_tensor, and which part of its GGUF tensor the source tensor is: *expert is -1
  * for a tensor written as it is, or the expert number for one slice of a stacked tensor. */
@@ -183,6 +218,9 @@ int64_t qw_permute_source_row(int64_t row, int64_t head_rows);
 /* Tensors llama.cpp stores and HF does not (rope_freqs.weight): dropped on the way back. */
 bool qw_arch_is_gguf_only_tensor(const char *gguf_name);
 
+/* Whether the HF tensor of this name is a one-row matrix that GGUF may store as a vector. */
+bool qw_arch_hf_is_one_row(const char *hf_name);
+
 /* Maps a GGUF tensor name back to its HF name with the row's rules read right to left. On
  * success either *drop is true, or hf_name holds the HF name and *transform the transform that
  * was applied on the way to GGUF (to be undone: a permute or a constant offset). A name no rule
@@ -192,6 +230,14 @@ qw_status qw_arch_unmap_tensor(const qw_arch *arch, const qw_hparams *hp, const 
                                char *hf_name, size_t hf_name_bytes, qw_transform *transform,
                                bool *drop, qw_error *err);
 
+/* qw_arch_unmap_tensor that also gives back stacked experts: when the GGUF tensor is a stack of
+ * per-expert HF tensors (an "{E}" rule), *stacked is true and hf_name is expert `expert`'s name
+ * (0 <= expert < hp->n_expert, else QW_ERR_INVALID_ARG); otherwise `expert` is ignored. */
+qw_status qw_arch_unmap_tensor_part(const qw_arch *arch, const qw_hparams *hp,
+                                    const char *gguf_name, int64_t expert, char *hf_name,
+                                    size_t hf_name_bytes, qw_transform *transform, bool *drop,
+                                    bool *stacked, qw_error *err);
+
 /* Row index in the GGUF tensor for HF row `row` of a permuted Q/K weight (or bias): the inverse
  * of qw_permute_source_row. */
 int64_t qw_unpermute_source_row(int64_t row, int64_t head_rows);
@@ -200,8 +246,9 @@ int64_t qw_unpermute_source_row(int64_t row, int64_t head_rows);
 double qw_f32_shortest(double v);
 
 /* Completes hparams read by qw_hparams_from_gguf for a config.json: float keys to their shortest
- * decimals, and rope scaling from "<arch>.rope.scaling.*" (linear, yarn). A scaling type HF
- * cannot express is QW_ERR_UNSUPPORTED_INPUT. */
+ * decimals, rope scaling from "<arch>.rope.scaling.*" (linear, yarn), and the keys only some
+ * families carry (sliding window, soft-capping, local rope base, expert sizes, Phi-3's original
+ * context and rope dimensions). A scaling type HF cannot express is QW_ERR_UNSUPPORTED_INPUT. */
 qw_status qw_hparams_rope_from_gguf(const qw_gguf *g, const char *arch_name, qw_hparams *hp,
                                     qw_error *err);
 
@@ -215,13 +262,14 @@ qw_status qw_hparams_rope_from_freqs(qw_hparams *hp, const float *freqs, int64_t
 typedef struct qw_hf_config_info {
     int64_t bos_token_id;    /* -1: absent */
     int64_t eos_token_id;
+    int64_t pad_token_id;    /* -1: absent */
     const char *torch_dtype; /* "bfloat16", ... or NULL */
     bool attention_bias;     /* q/k/v (and o) have biases */
 } qw_hf_config_info;
 
-/* Builds the config.json of the row's first HF class from hyperparameters. The caller owns *out.
- * An architecture whose HF-only keys qwodel does not know (today: all but llama, qwen2, qwen3)
- * is QW_ERR_UNSUPPORTED_ARCH. */
+/* Builds the config.json of the HF class a GGUF of this architecture came from (Mixtral for a
+ * "llama" GGUF with experts, else the row's first class) from hyperparameters. The caller owns
+ * *out. An architecture whose HF-only keys qwodel does not know is QW_ERR_UNSUPPORTED_ARCH. */
 qw_status qw_arch_hf_config(const qw_arch *arch, const qw_hparams *hp,
                             const qw_hf_config_info *info, json_t **out, qw_error *err);
 

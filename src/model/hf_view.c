@@ -1,5 +1,6 @@
 /* A model source seen with HuggingFace names: the identity for HF directories, the inverse of
  * llama.cpp's conversion for GGUF files (names, Q/K row order, config.json). */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -8,6 +9,11 @@
 struct qw_hf_view {
     qw_hf_tensor *tensors;
     size_t n_tensors;
+    size_t cap_tensors;
+    /* one catalog entry per expert of a stacked GGUF tensor: the expert's rows, which the HF
+     * tensors of the experts point at as their source */
+    qw_model_tensor *slices;
+    size_t n_slices;
     json_t *config;       /* NULL when it could not be built: */
     qw_error config_err;  /* why */
 };
@@ -109,6 +115,70 @@ static qw_status rope_scaling_from_tensor(const qw_model *m, qw_hparams *hp, qw_
     return st;
 }
 
+/* Phi-3's longrope factors: rope_factors_long/short.weight back into rope_scaling's lists. */
+static qw_status rope_factors_from_tensors(const qw_model *m, qw_hparams *hp, qw_error *err) {
+    const qw_model_tensor *lt = qw_model_find(m, "rope_factors_long.weight");
+    const qw_model_tensor *st = qw_model_find(m, "rope_factors_short.weight");
+    if (!lt && !st) return QW_OK;
+    if (!lt || !st || lt->n_dims != 1 || st->n_dims != 1 || lt->ne[0] != st->ne[0] ||
+        lt->ne[0] <= 0 || lt->ne[0] > QW_ROPE_FACTORS_MAX) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, lt ? lt->name : "rope_factors_long.weight", -1,
+                          "%s: rope_factors_long.weight and rope_factors_short.weight must both "
+                          "be vectors of the same length, at most %d", m->path,
+                          QW_ROPE_FACTORS_MAX);
+    }
+    QW_TRY(qw_model_read_rows(lt, 0, 1, hp->rope_long_factor, err));
+    QW_TRY(qw_model_read_rows(st, 0, 1, hp->rope_short_factor, err));
+    for (int64_t i = 0; i < lt->ne[0]; i++) {
+        if (!isfinite(hp->rope_long_factor[i]) || !isfinite(hp->rope_short_factor[i])) {
+            return qw_fail_at(err, QW_ERR_CORRUPT, lt->name, -1,
+                              "%s: rope factor %lld is not finite", m->path, (long long)i);
+        }
+    }
+    hp->n_rope_factors = lt->ne[0];
+    snprintf(hp->rope_type, sizeof hp->rope_type, "longrope");
+    return QW_OK;
+}
+
+/* HF entries the GGUF tensors make: one per tensor, one per expert of a 3-D stack. */
+static size_t count_hf_tensors(const qw_model *m) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const qw_model_tensor *t = &m->tensors[i];
+        int64_t parts = t->n_dims == 3 && t->ne[2] > 0 && t->ne[2] <= (1 << 16) ? t->ne[2] : 1;
+        n += (size_t)parts;
+    }
+    return n;
+}
+
+/* Expert e's rows of the stacked tensor t (GGUF ne {cols, rows, n_expert}: expert-major). */
+static void slice_expert(const qw_model_tensor *t, int64_t e, qw_model_tensor *out) {
+    *out = *t;
+    const uint64_t slice_bytes = qw_qtype_row_bytes(t->type, t->ne[0]) * (uint64_t)t->ne[1];
+    out->n_dims = 2;
+    out->ne[2] = 1;
+    out->n_rows = t->ne[1];
+    out->data = t->data + (uint64_t)e * slice_bytes;
+    out->bytes = slice_bytes;
+}
+
+/* A config for MoE GGUFs says every layer has experts (decoder_sparse_step 1, no
+ * mlp_only_layers); a GGUF with dense layers among them would need more keys. */
+static qw_status check_expert_layers(const qw_model *m, const qw_hparams *hp, qw_error *err) {
+    if (hp->n_expert <= 0) return QW_OK;
+    for (int64_t l = 0; l < hp->n_layer; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "blk.%lld.ffn_gate_inp.weight", (long long)l);
+        if (!qw_model_find(m, name)) {
+            return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, name, -1,
+                              "%s: layer %lld has no experts (no \"%s\"); qwodel writes "
+                              "configs only for models whose every layer has experts", m->path,
+                              (long long)l, name);
+        }
+    }
+    return QW_OK;
+}
+
 static int64_t gguf_token_id(const qw_gguf *g, const char *key) {
     uint64_t id;
     return qw_gguf_get_u64(g, key, &id) && id <= (uint64_t)INT32_MAX ? (int64_t)id : -1;
@@ -124,27 +194,68 @@ static qw_status view_of_gguf(const qw_model *m, qw_hf_view *v, qw_error *err) {
     QW_TRY(check_heads(m, &hp, err));
     QW_TRY(qw_hparams_rope_from_gguf(m->gguf, m->arch_name, &hp, err));
     QW_TRY(rope_scaling_from_tensor(m, &hp, err));
+    QW_TRY(rope_factors_from_tensors(m, &hp, err));
     hp.tied_embeddings = qw_model_find(m, "output.weight") == NULL;
 
     bool attention_bias = false;
     for (size_t i = 0; i < m->n_tensors; i++) {
         const qw_model_tensor *t = &m->tensors[i];
-        qw_hf_tensor *h = &v->tensors[v->n_tensors];
         qw_transform transform;
-        bool drop;
-        qw_status st = qw_arch_unmap_tensor(m->arch, &hp, t->name, h->name, sizeof h->name,
-                                            &transform, &drop, err);
+        bool drop, stacked;
+        char name[sizeof v->tensors[0].name];
+        qw_status st = qw_arch_unmap_tensor_part(m->arch, &hp, t->name, 0, name, sizeof name,
+                                                 &transform, &drop, &stacked, err);
         if (st != QW_OK) {
             qw_error_prefix(err, "%s: ", m->path);
             return st;
         }
         if (drop) continue;
+        if (stacked) {
+            /* a stack of n_expert 2-D tensors, each given back as its own HF tensor */
+            if (t->n_dims != 3 || t->ne[2] != hp.n_expert || transform != QW_TRANSFORM_NONE ||
+                (size_t)hp.n_expert > v->cap_tensors - v->n_tensors) {
+                return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
+                                  "%s: tensor \"%s\" should stack %lld experts' matrices "
+                                  "(3 dimensions, the last %lld)", m->path, t->name,
+                                  (long long)hp.n_expert, (long long)hp.n_expert);
+            }
+            for (int64_t e = 0; e < hp.n_expert; e++) {
+                qw_hf_tensor *h = &v->tensors[v->n_tensors];
+                st = qw_arch_unmap_tensor_part(m->arch, &hp, t->name, e, h->name,
+                                               sizeof h->name, &transform, &drop, &stacked, err);
+                if (st != QW_OK) {
+                    qw_error_prefix(err, "%s: ", m->path);
+                    return st;
+                }
+                if (qw_hf_view_find(v, h->name)) {
+                    return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
+                                      "%s: two tensors map to the HuggingFace name \"%s\"",
+                                      m->path, h->name);
+                }
+                qw_model_tensor *slice = &v->slices[v->n_slices++];
+                slice_expert(t, e, slice);
+                fill_common(h, slice);
+                v->n_tensors++;
+            }
+            continue;
+        }
+        if (t->n_dims > 2) {
+            return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
+                              "%s: tensor \"%s\" has %d dimensions; its HuggingFace tensor "
+                              "has at most 2", m->path, t->name, t->n_dims);
+        }
+        qw_hf_tensor *h = &v->tensors[v->n_tensors];
+        memcpy(h->name, name, sizeof h->name);
         if (qw_hf_view_find(v, h->name)) {
             return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
                               "%s: two tensors map to the HuggingFace name \"%s\"", m->path,
                               h->name);
         }
         fill_common(h, t);
+        if (h->n_dims == 1 && qw_arch_hf_is_one_row(h->name)) {
+            h->n_dims = 2; /* the same values, HF's shape [1, n] */
+            h->ne[1] = 1;
+        }
         h->offset = qw_transform_offset(transform);
         if (h->offset != 0.0f) h->raw = false; /* (w + c) - c is exact only in the reals */
         if (qw_transform_permutes(transform) && plan_unpermute(&hp, h, transform) != QW_OK) {
@@ -169,11 +280,13 @@ static qw_status view_of_gguf(const qw_model *m, qw_hf_view *v, qw_error *err) {
     qw_hf_config_info info = {
         .bos_token_id = gguf_token_id(m->gguf, "tokenizer.ggml.bos_token_id"),
         .eos_token_id = gguf_token_id(m->gguf, "tokenizer.ggml.eos_token_id"),
+        .pad_token_id = gguf_token_id(m->gguf, "tokenizer.ggml.padding_token_id"),
         .torch_dtype = torch_dtype_of(embd->source),
         .attention_bias = attention_bias,
     };
     /* the tensors stay readable without a config; asking for it reports why there is none */
-    qw_status st = qw_arch_hf_config(m->arch, &hp, &info, &v->config, &v->config_err);
+    qw_status st = check_expert_layers(m, &hp, &v->config_err);
+    if (st == QW_OK) st = qw_arch_hf_config(m->arch, &hp, &info, &v->config, &v->config_err);
     if (st == QW_ERR_NO_MEMORY) return qw_fail(err, st, "out of memory");
     if (st != QW_OK) qw_error_prefix(&v->config_err, "%s: ", m->path);
     return QW_OK;
@@ -184,8 +297,13 @@ static qw_status view_of_gguf(const qw_model *m, qw_hf_view *v, qw_error *err) {
 qw_status qw_model_hf_view(const qw_model *m, qw_hf_view **out, qw_error *err) {
     *out = NULL;
     qw_hf_view *v = qw_calloc(1, sizeof *v);
-    if (v) v->tensors = qw_calloc(m->n_tensors + 1, sizeof *v->tensors);
-    if (!v || !v->tensors) {
+    const size_t n = m->kind == QW_SOURCE_GGUF ? count_hf_tensors(m) : m->n_tensors;
+    if (v) {
+        v->cap_tensors = n;
+        v->tensors = qw_calloc(n + 1, sizeof *v->tensors);
+        v->slices = qw_calloc(n + 1, sizeof *v->slices);
+    }
+    if (!v || !v->tensors || !v->slices) {
         qw_hf_view_free(v);
         return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     }
@@ -201,6 +319,7 @@ qw_status qw_model_hf_view(const qw_model *m, qw_hf_view **out, qw_error *err) {
 void qw_hf_view_free(qw_hf_view *v) {
     if (!v) return;
     qw_free(v->tensors);
+    qw_free(v->slices);
     json_decref(v->config);
     qw_free(v);
 }

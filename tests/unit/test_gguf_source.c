@@ -237,6 +237,26 @@ TEST(hf_name_map_inverts_the_forward_map) {
         CHECK_EQ_INT(qw_arch_unmap_tensor(moe, &hp, "blk.0.ffn_gate_exps.weight", back,
                                           sizeof back, &t, &drop, &err), QW_ERR_UNSUPPORTED_INPUT);
         CHECK(strstr(err.message, "blk.0.ffn_gate_exps.weight") != NULL);
+        /* ... and given back expert by expert, each name mapping forward to the stack */
+        qw_hparams mh = hp;
+        mh.n_expert = 8;
+        bool stacked;
+        CHECK_OK(qw_arch_unmap_tensor_part(moe, &mh, "blk.11.ffn_down_exps.weight", 7, back,
+                                           sizeof back, &t, &drop, &stacked, &err), &err);
+        CHECK(stacked && !drop);
+        CHECK_EQ_STR(back, "model.layers.11.mlp.experts.7.down_proj.weight");
+        char g[128];
+        int64_t e;
+        CHECK_OK(qw_arch_map_tensor_part(moe, &mh, back, g, sizeof g, &t, &drop, &e, &err), &err);
+        CHECK_EQ_STR(g, "blk.11.ffn_down_exps.weight");
+        CHECK_EQ_INT(e, 7);
+        CHECK_EQ_INT(qw_arch_unmap_tensor_part(moe, &mh, "blk.0.ffn_up_exps.weight", 8, back,
+                                               sizeof back, &t, &drop, &stacked, &err),
+                     QW_ERR_INVALID_ARG);
+        CHECK_OK(qw_arch_unmap_tensor_part(moe, &mh, "blk.0.ffn_gate_inp.weight", 0, back,
+                                           sizeof back, &t, &drop, &stacked, &err), &err);
+        CHECK(!stacked);
+        CHECK_EQ_STR(back, "model.layers.0.mlp.gate.weight");
     }
     for (int64_t hr = 2; hr <= 128; hr *= 2) {
         int bad = 0;
@@ -249,9 +269,9 @@ TEST(hf_name_map_inverts_the_forward_map) {
     CHECK(qw_f32_shortest((double)0.1f) == 0.1);
 }
 
-/* Gemma stores its norms as w + 1: the view subtracts it again, offers no raw bytes for them,
- * and refuses a config (its HF-only keys are not known) while the tensors stay readable. */
-TEST(gemma_norms_lose_their_offset_and_config_is_refused) {
+/* Gemma stores its norms as w + 1: the view subtracts it again and offers no raw bytes for them;
+ * its config carries Gemma's own keys. */
+TEST(gemma_norms_lose_their_offset_and_config_has_gemma_keys) {
     spec s = default_spec();
     s.arch = "gemma";
     char *path = write_model("gemma.gguf", &s);
@@ -271,12 +291,67 @@ TEST(gemma_norms_lose_their_offset_and_config_is_refused) {
         CHECK_EQ_INT(bad, 0);
         CHECK_EQ_INT(qw_hf_tensor_read_raw(norm, 0, 1, got, &err), QW_ERR_INVALID_ARG);
         const json_t *c = NULL;
-        CHECK_EQ_INT(qw_hf_view_config(v, &c, &err), QW_ERR_UNSUPPORTED_ARCH);
-        CHECK(c == NULL);
-        CHECK(strstr(err.message, "gemma") && strstr(err.message, "gemma.gguf"));
+        CHECK_OK(qw_hf_view_config(v, &c, &err), &err);
+        CHECK_EQ_STR(json_string_value(json_object_get(c, "model_type")), "gemma");
+        CHECK_EQ_STR(json_string_value(json_object_get(c, "hidden_act")), "gelu_pytorch_tanh");
+        /* always stated: GemmaConfig's head_dim default is 256, not hidden / heads */
+        CHECK(json_real_value(json_object_get(c, "rope_theta")) > 0);
+        CHECK(json_integer_value(json_object_get(c, "head_dim")) > 0);
     }
     close_view(m, v);
     qw_free(path);
+}
+
+/* Every architecture row gets a config.json of one of its own classes (Mixtral for a "llama"
+ * GGUF with experts), and a rope scaling type HF cannot take is refused, not written. */
+TEST(every_architecture_row_has_a_config) {
+    qw_hparams hp = {0};
+    hp.n_layer = 2;
+    hp.n_embd = 64;
+    hp.n_head = 4;
+    hp.n_head_kv = 2;
+    qw_hf_config_info info = {.bos_token_id = -1, .eos_token_id = -1, .pad_token_id = -1};
+    qw_error err = {0};
+    for (size_t i = 0; i < qw_arch_count(); i++) {
+        const qw_arch *arch = qw_arch_at(i);
+        for (int experts = 0; experts <= (arch->moe_rules ? 1 : 0); experts++) {
+            hp.n_expert = experts ? 4 : 0;
+            hp.n_expert_used = experts ? 2 : 0;
+            json_t *c = NULL;
+            CHECK_OK(qw_arch_hf_config(arch, &hp, &info, &c, &err), &err);
+            const json_t *classes = json_object_get(c, "architectures");
+            const char *cls = json_string_value(json_array_get(classes, 0));
+            bool own = false;
+            for (const char *const *k = arch->hf_classes; cls && *k; k++) {
+                own |= strcmp(*k, cls) == 0;
+            }
+            CHECK(own);
+            if (experts) {
+                CHECK(json_integer_value(json_object_get(c, "num_experts_per_tok")) == 2);
+            }
+            json_decref(c);
+        }
+    }
+    hp.n_expert = 0;
+    /* llama.cpp scales Gemma 2 27B's queries (the 46-layer model) by hidden / heads, the others
+     * by the head size: query_pre_attn_scalar says the same */
+    hp.head_dim = 32;
+    static const struct {
+        int64_t layers, scalar;
+    } qpas[] = {{2, 32}, {46, 16}};
+    for (size_t i = 0; i < sizeof qpas / sizeof qpas[0]; i++) {
+        hp.n_layer = qpas[i].layers;
+        json_t *g = NULL;
+        CHECK_OK(qw_arch_hf_config(qw_arch_find("gemma2"), &hp, &info, &g, &err), &err);
+        CHECK_EQ_INT(json_integer_value(json_object_get(g, "query_pre_attn_scalar")),
+                     qpas[i].scalar);
+        json_decref(g);
+    }
+    snprintf(hp.rope_type, sizeof hp.rope_type, "dynamic");
+    json_t *c = NULL;
+    CHECK_EQ_INT(qw_arch_hf_config(qw_arch_find("llama"), &hp, &info, &c, &err),
+                 QW_ERR_UNSUPPORTED_INPUT);
+    CHECK(c == NULL && strstr(err.message, "dynamic") != NULL);
 }
 
 /* Llama-3 rope factors written from known parameters come back as those parameters. */
@@ -556,4 +631,5 @@ RUN_TESTS(TEST_CASE(view_gives_hf_names_rows_and_config),
           TEST_CASE(truncated_and_bad_type_files_are_errors),
           TEST_CASE(tokenizer_json_from_gguf_and_its_errors),
           TEST_CASE(random_mutations_never_crash),
-          TEST_CASE(gemma_norms_lose_their_offset_and_config_is_refused))
+          TEST_CASE(gemma_norms_lose_their_offset_and_config_has_gemma_keys),
+          TEST_CASE(every_architecture_row_has_a_config))
