@@ -175,8 +175,45 @@ static const char *const gemma_classes[] = {"GemmaForCausalLM", NULL};
 static const char *const gemma_types[] = {"gemma", NULL};
 static const char *const gemma2_classes[] = {"Gemma2ForCausalLM", NULL};
 static const char *const gemma2_types[] = {"gemma2", NULL};
-static const char *const gemma3_classes[] = {"Gemma3ForCausalLM", NULL};
-static const char *const gemma3_types[] = {"gemma3_text", NULL};
+static const char *const gemma3_classes[] = {"Gemma3ForCausalLM", "Gemma3ForConditionalGeneration",
+                                             NULL};
+static const char *const gemma3_types[] = {"gemma3_text", "gemma3", NULL};
+/* Gemma 3 4B/12B/27B are published as the multimodal class; its config.json nests the text
+ * model's keys in text_config. */
+static const char *const gemma3_nested_classes[] = {"Gemma3ForConditionalGeneration", NULL};
+/* transformers' Gemma3TextConfig (5.24) fills these in; the published text_configs leave most
+ * of them out (gemma-3-4b-it gives only sizes, layers, rope_scaling and sliding_window). The
+ * rope bases are its default_theta; sliding_window_pattern is the one its layer_types follow. */
+static const qw_config_default gemma3_defaults[] = {
+    {"vocab_size", "262208"},
+    {"hidden_size", "2304"},
+    {"intermediate_size", "9216"},
+    {"num_hidden_layers", "26"},
+    {"num_attention_heads", "8"},
+    {"num_key_value_heads", "4"},
+    {"head_dim", "256"},
+    {"max_position_embeddings", "131072"},
+    {"rms_norm_eps", "1e-06"},
+    {"rope_theta", "1000000.0"},
+    {"rope_local_base_freq", "10000.0"},
+    {"query_pre_attn_scalar", "256"},
+    {"sliding_window", "4096"},
+    {"sliding_window_pattern", "6"},
+    {NULL, NULL},
+};
+/* The text model's names in the multimodal checkpoints: transformers < 4.52 saved it under
+ * language_model.model / language_model.lm_head, later versions under model.language_model with
+ * lm_head at the top (llama.cpp's converter deletes "language_model." wherever it appears). */
+static const qw_name_prefix gemma3_prefixes[] = {
+    {"language_model.model.", "model."},
+    {"language_model.lm_head.", "lm_head."},
+    {"model.language_model.", "model."},
+    {NULL, NULL},
+};
+/* The SigLIP vision tower and the projector go to llama.cpp's separate mmproj file. */
+static const char *const gemma3_skipped[] = {"vision_tower.", "multi_modal_projector.",
+                                             "model.vision_tower.",
+                                             "model.multi_modal_projector.", NULL};
 static const char *const phi3_classes[] = {"Phi3ForCausalLM", NULL};
 static const char *const phi3_types[] = {"phi3", NULL};
 static const char *const qwen2_classes[] = {"Qwen2ForCausalLM", NULL};
@@ -259,6 +296,12 @@ static const qw_arch arch_table[] = {
         .writes_softcapping = true,
         .writes_sliding_window = true,
         .writes_rope_freq_base_swa = true,
+        .nested_classes = gemma3_nested_classes,
+        .nested_key = "text_config",
+        .config_defaults = gemma3_defaults,
+        .name_prefixes = gemma3_prefixes,
+        .skip_prefixes = gemma3_skipped,
+        .trims_embd_to_tokenizer = true,
     },
     {
         .name = "phi3",
@@ -334,6 +377,98 @@ qw_status qw_arch_from_config(const json_t *config, const char *file, const qw_a
 }
 
 /* ---- hyperparameters ------------------------------------------------------------------------ */
+
+static const char *first_class(const json_t *config) {
+    const json_t *classes = json_object_get(config, "architectures");
+    return json_is_array(classes) ? json_string_value(json_array_get(classes, 0)) : NULL;
+}
+
+/* transformers 5 saves the rope settings as "rope_parameters" (Gemma 3: one object per layer
+ * type, "full_attention" and "sliding_attention") instead of rope_theta, rope_scaling and
+ * rope_local_base_freq. They are set back under those keys, read as llama.cpp's converter
+ * reads them: rope_parameters wins over rope_scaling, the global layers' object is the
+ * scaling, the sliding layers' rope_theta the local base. */
+static qw_status lift_rope_parameters(json_t *c, const char *file, qw_error *err) {
+    const json_t *rp = json_object_get(c, "rope_parameters");
+    if (!rp || json_is_null(rp)) return QW_OK;
+    const json_t *full = json_is_object(rp) ? json_object_get(rp, "full_attention") : NULL;
+    const json_t *global = full ? full : rp;
+    const json_t *local = json_is_object(rp) ? json_object_get(rp, "sliding_attention") : NULL;
+    if (!json_is_object(global) || (local && !json_is_object(local))) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "rope_parameters", -1,
+                          "%s: \"rope_parameters\"%s must be an object", file,
+                          !json_is_object(global) ? (full ? " \"full_attention\"" : "")
+                                                  : " \"sliding_attention\"");
+    }
+    bool ok = true;
+    const json_t *theta = json_object_get(global, "rope_theta");
+    if (theta) ok = json_object_set(c, "rope_theta", (json_t *)theta) == 0;
+    const json_t *local_theta = local ? json_object_get(local, "rope_theta") : NULL;
+    if (ok && local_theta) {
+        ok = json_object_set(c, "rope_local_base_freq", (json_t *)local_theta) == 0;
+    }
+    if (ok) {
+        const char *type = json_string_value(json_object_get(global, "rope_type"));
+        if (!type) type = json_string_value(json_object_get(global, "type")); /* legacy name */
+        json_t *scaling = NULL;
+        if (!type || strcmp(type, "default") == 0) {
+            scaling = json_null(); /* no scaling */
+        } else if ((scaling = json_copy((json_t *)global)) != NULL) {
+            json_object_del(scaling, "rope_theta");
+        }
+        /* set_new takes the reference, also when it fails */
+        ok = scaling && json_object_set_new(c, "rope_scaling", scaling) == 0;
+    }
+    if (!ok) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    return QW_OK;
+}
+
+qw_status qw_arch_text_config(const qw_arch *arch, const json_t *config, const char *file,
+                              json_t **out, bool *nested, qw_error *err) {
+    *out = NULL;
+    *nested = false;
+    if (!json_is_object(config)) {
+        return qw_fail(err, QW_ERR_CORRUPT, "%s: the top level must be a JSON object", file);
+    }
+    const char *cls = first_class(config);
+    json_t *merged = json_copy((json_t *)config);
+    if (!merged) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    /* without "architectures" (model_type alone picked the row) the sub-object tells */
+    bool wants_nested = arch->nested_classes && arch->nested_key &&
+                        (cls ? in_list(arch->nested_classes, cls)
+                             : json_is_object(json_object_get(config, arch->nested_key)));
+    if (wants_nested) {
+        const json_t *sub = json_object_get(config, arch->nested_key);
+        if (!json_is_object(sub)) {
+            json_decref(merged);
+            return qw_fail_at(err, QW_ERR_CORRUPT, arch->nested_key, -1,
+                              "%s: \"%s\" is %s; a %s config.json keeps the text model's "
+                              "hyperparameters in that object", file, arch->nested_key,
+                              sub ? "not an object" : "missing", cls ? cls : arch->name);
+        }
+        /* the converter's {**config, **config["text_config"]}: the text model's keys win */
+        if (json_object_update(merged, (json_t *)sub) != 0) {
+            json_decref(merged);
+            return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+        }
+        *nested = true;
+    }
+    qw_status st = lift_rope_parameters(merged, file, err);
+    if (st != QW_OK) {
+        json_decref(merged);
+        return st;
+    }
+    for (const qw_config_default *d = arch->config_defaults; d && d->key; d++) {
+        if (json_object_get(merged, d->key)) continue; /* null too: HF keeps an explicit None */
+        json_t *v = json_loads(d->json, JSON_DECODE_ANY, NULL);
+        if (!v || json_object_set_new(merged, d->key, v) != 0) {
+            json_decref(merged);
+            return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+        }
+    }
+    *out = merged;
+    return QW_OK;
+}
 
 static qw_status check_positive(const char *file, const char *key, int64_t v, int64_t max,
                                 qw_error *err) {
@@ -625,6 +760,17 @@ static const qw_tensor_rule *find_rule(const qw_tensor_rule *rules, const char *
     return NULL;
 }
 
+static bool has_prefix(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+bool qw_arch_is_skipped_module(const qw_arch *arch, const char *hf_name) {
+    for (const char *const *p = arch->skip_prefixes; p && *p; p++) {
+        if (has_prefix(hf_name, *p)) return true;
+    }
+    return false;
+}
+
 qw_status qw_arch_map_tensor_part(const qw_arch *arch, const qw_hparams *hp, const char *hf_name,
                                   char *gguf_name, size_t gguf_name_bytes,
                                   qw_transform *transform, bool *drop, int64_t *expert,
@@ -632,12 +778,25 @@ qw_status qw_arch_map_tensor_part(const qw_arch *arch, const qw_hparams *hp, con
     *drop = false;
     *transform = QW_TRANSFORM_NONE;
     *expert = -1;
+    if (qw_arch_is_skipped_module(arch, hf_name)) {
+        *drop = true;
+        return QW_OK;
+    }
+    /* the name as the rules spell it: a multimodal checkpoint's text-model prefix rewritten */
+    char plain[256];
+    const char *name = hf_name;
+    for (const qw_name_prefix *p = arch->name_prefixes; p && p->hf; p++) {
+        if (!has_prefix(hf_name, p->hf)) continue;
+        int len = snprintf(plain, sizeof plain, "%s%s", p->as, hf_name + strlen(p->hf));
+        if (len > 0 && (size_t)len < sizeof plain) name = plain;
+        break;
+    }
     const char *suffixes[] = {".weight", ".bias", ""};
     char stem[256];
     for (size_t s = 0; s < sizeof suffixes / sizeof suffixes[0]; s++) {
-        size_t n = strlen(hf_name), m = strlen(suffixes[s]);
-        if (n < m || n - m >= sizeof stem || strcmp(hf_name + n - m, suffixes[s]) != 0) continue;
-        memcpy(stem, hf_name, n - m);
+        size_t n = strlen(name), m = strlen(suffixes[s]);
+        if (n < m || n - m >= sizeof stem || strcmp(name + n - m, suffixes[s]) != 0) continue;
+        memcpy(stem, name, n - m);
         stem[n - m] = '\0';
         int64_t layer, e;
         const qw_tensor_rule *r = find_rule(arch->rules, stem, hp, &layer, &e);

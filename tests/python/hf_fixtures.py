@@ -1299,3 +1299,124 @@ def make_dense_checkpoint(out_dir, family, *, tied=None, dtype="bf16", hidden=25
                              tied=tied, seed=seed)
     write_safetensors(out / "model.safetensors", dict(sorted(tensors.items())), st_dtype)
     return out
+
+
+# --------------------------------------------------------------------------- Gemma 3 multimodal
+
+# Tensor-name prefixes of the text model in a Gemma3ForConditionalGeneration checkpoint:
+# transformers < 4.52 saved "language_model.model.*" and "language_model.lm_head", newer versions
+# "model.language_model.*" and a top-level "lm_head"; the vision tower and projector move alike.
+GEMMA3_MM_LAYOUTS = {
+    "old": dict(text="language_model.model.", lm_head="language_model.lm_head.weight", other=""),
+    "new": dict(text="model.language_model.", lm_head="lm_head.weight", other="model."),
+}
+
+
+def _siglip_tensors(seed, prefix, *, hidden, intermediate, layers, patch, n_patches):
+    """A tiny SigLIP vision tower (the names transformers' SiglipVisionModel uses)."""
+    p = prefix + "vision_model."
+    shapes = {p + "embeddings.patch_embedding.weight": (hidden, 3, patch, patch),
+              p + "embeddings.patch_embedding.bias": (hidden,),
+              p + "embeddings.position_embedding.weight": (n_patches, hidden),
+              p + "post_layernorm.weight": (hidden,), p + "post_layernorm.bias": (hidden,)}
+    for i in range(layers):
+        q = f"{p}encoder.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes[q + f"self_attn.{proj}.weight"] = (hidden, hidden)
+            shapes[q + f"self_attn.{proj}.bias"] = (hidden,)
+        for norm in ("layer_norm1", "layer_norm2"):
+            shapes[q + norm + ".weight"] = (hidden,)
+            shapes[q + norm + ".bias"] = (hidden,)
+        shapes[q + "mlp.fc1.weight"] = (intermediate, hidden)
+        shapes[q + "mlp.fc1.bias"] = (intermediate,)
+        shapes[q + "mlp.fc2.weight"] = (hidden, intermediate)
+        shapes[q + "mlp.fc2.bias"] = (hidden,)
+    return {name: _gaussian(seed, name, shape) for name, shape in shapes.items()}
+
+
+def make_gemma3_multimodal_checkpoint(out_dir, *, layout="old", dtype="bf16", hidden=256,
+                                      layers=2, intermediate=512, extra_rows=64, tied=True,
+                                      text_overrides=None, config_overrides=None,
+                                      seed=0) -> Path:
+    """A tiny Gemma3ForConditionalGeneration checkpoint shaped like google/gemma-3-4b-it's.
+
+    config.json nests the text model's hyperparameters in `text_config` and, as the published
+    file does, leaves most of them to Gemma3TextConfig's defaults (num_attention_heads 8,
+    num_key_value_heads 4, head_dim 256, rms_norm_eps, rope_theta, rope_local_base_freq,
+    max_position_embeddings, sliding_window_pattern, query_pre_attn_scalar), with linear rope
+    scaling (factor 8) and a sliding window. The weights hold the text model under `layout`'s
+    prefixes (GEMMA3_MM_LAYOUTS), a SigLIP vision tower and the multimodal projector. The
+    tokenizer is gemma_tokenizer_json(split_on_space=True) plus "<image_soft_token>" added
+    after its vocabulary (as Gemma 3's id 262144), and the embedding has `extra_rows` rows past
+    the tokenizer's vocabulary (as 262208 vs 262144). text_overrides / config_overrides set keys
+    of text_config / the top level (Ellipsis removes one; a non-dict text_overrides replaces
+    text_config whole)."""
+    names = GEMMA3_MM_LAYOUTS[layout]
+    st_dtype = _DTYPE_ALIASES.get(str(dtype).lower(), dtype)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tj = json.loads(gemma_tokenizer_json(split_on_space=True))
+    n_vocab = len(tj["model"]["vocab"])
+    image_token = {"id": n_vocab, "content": "<image_soft_token>", "single_word": False,
+                   "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+    tj["added_tokens"].append(image_token)
+    (out / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False, indent=2),
+                                        encoding="utf-8")
+    tc = _gemma_tokenizer_config()
+    tc["added_tokens_decoder"][str(n_vocab)] = {k: v for k, v in image_token.items() if k != "id"}
+    (out / "tokenizer_config.json").write_text(json.dumps(tc, indent=2) + "\n", encoding="utf-8")
+
+    rows = n_vocab + extra_rows
+    heads, kv_heads, head_dim = 8, 4, 256  # Gemma3TextConfig's defaults, which the config omits
+    text_config = {"hidden_size": hidden, "intermediate_size": intermediate,
+                   "model_type": "gemma3_text", "num_hidden_layers": layers,
+                   "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                   "sliding_window": 512, "vocab_size": rows}
+    if not tied:
+        text_config["tie_word_embeddings"] = False
+    vision = dict(hidden=32, intermediate=64, layers=1, patch=14, n_patches=4)
+    config = {
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "boi_token_index": 5, "eoi_token_index": 6, "eos_token_id": [1, 6],
+        "image_token_index": n_vocab, "initializer_range": 0.02, "mm_tokens_per_image": 4,
+        "model_type": "gemma3", "text_config": text_config,
+        "torch_dtype": _TORCH_DTYPE_NAMES[st_dtype], "transformers_version": "4.50.0.dev0",
+        "vision_config": {"hidden_size": vision["hidden"], "image_size": 28,
+                          "intermediate_size": vision["intermediate"],
+                          "model_type": "siglip_vision_model", "num_attention_heads": 2,
+                          "num_hidden_layers": vision["layers"], "patch_size": vision["patch"],
+                          "vision_use_head": False},
+    }
+    if text_overrides is not None and not isinstance(text_overrides, dict):
+        config["text_config"] = text_overrides
+    else:
+        for k, v in (text_overrides or {}).items():
+            if v is Ellipsis:
+                text_config.pop(k, None)
+            else:
+                text_config[k] = v
+    for k, v in (config_overrides or {}).items():
+        if v is Ellipsis:
+            config.pop(k, None)
+        else:
+            config[k] = v
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (out / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": 2, "eos_token_id": [1, 6], "transformers_version": "4.50.0.dev0"},
+        indent=2) + "\n", encoding="utf-8")
+
+    text = _dense_tensors("gemma3", hidden=hidden, layers=layers, heads=heads,
+                          kv_heads=kv_heads, intermediate=intermediate, head_dim=head_dim,
+                          vocab_size=rows, tied=tied, seed=seed)
+    tensors = {}
+    for name, a in text.items():
+        if name == "lm_head.weight":
+            tensors[names["lm_head"]] = a
+        else:
+            tensors[names["text"] + name[len("model."):]] = a
+    tensors.update(_siglip_tensors(seed, names["other"] + "vision_tower.", **vision))
+    mmp = names["other"] + "multi_modal_projector."
+    tensors[mmp + "mm_input_projection_weight"] = _gaussian(seed, "mmp", (vision["hidden"], hidden))
+    tensors[mmp + "mm_soft_emb_norm.weight"] = _gaussian(seed, "mmn", (vision["hidden"],), std=0.1)
+    write_safetensors(out / "model.safetensors", dict(sorted(tensors.items())), st_dtype)
+    return out
