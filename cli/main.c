@@ -46,8 +46,9 @@ static void print_help(FILE *f) {
             "\n"
             "commands:\n"
             "  quantize MODEL_PATH [-o DIR] [-b BACKEND] [-f FORMAT] [options]\n"
-            "      MODEL_PATH is a HuggingFace model directory or a .gguf file\n"
-            "      (also -m/--model MODEL_PATH).\n"
+            "      MODEL_PATH is a HuggingFace model directory, a .gguf file, or a Hub\n"
+            "      model ID (org/name[@revision], downloaded into the HF cache; --token or\n"
+            "      HF_TOKEN for gated/private ones) (also -m/--model MODEL_PATH).\n"
             "      -o, --output-dir DIR   where to write (default ./quantized_models)\n"
             "      -b, --backend NAME     backend (inferred from the format when unique)\n"
             "      -f, --format NAME      format (default: the backend's default)\n"
@@ -139,6 +140,7 @@ typedef struct cli_state {
     int quiet;
     int tty;
     int bar_shown;
+    int last_download_tenth; /* without a terminal, downloads print one line per 10% */
 } cli_state;
 
 static volatile sig_atomic_t interrupted;
@@ -179,6 +181,11 @@ static int on_progress(void *user, int percent, const char *stage, const char *m
         fprintf(stderr, "\r\033[K[%s] %3d%% %-10s %.60s", bar, percent, stage, message);
         s->bar_shown = 1;
         if (percent >= 100) clear_bar(s);
+    } else if (strcmp(stage, "downloading") == 0) { /* bytes, e.g. "12.0 / 40.0 MiB file" */
+        if (percent / 10 != s->last_download_tenth || percent >= 100) {
+            s->last_download_tenth = percent / 10;
+            fprintf(stderr, "%3d%% %s %s\n", percent, stage, message);
+        }
     } else if (strcmp(stage, "quantizing") != 0 || s->verbosity > 0) {
         fprintf(stderr, "%3d%% %s %s\n", percent, stage, message);
     }
@@ -302,6 +309,7 @@ static int cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *output_dir = NULL, *backend = NULL, *format = NULL;
     int dry_run = 0, json = 0;
     cli_state state = {0};
+    state.last_download_tenth = -1;
     state.tty = isatty(STDERR_FILENO);
     const char *pending_flags[MAX_OPTIONS];
     const char *pending_values[MAX_OPTIONS];

@@ -64,7 +64,10 @@ typedef enum qw_status_class {
     X(QW_ERR_IO, 10, QW_CLASS_QUANTIZATION, "input/output error")                                  \
     X(QW_ERR_NO_MEMORY, 11, QW_CLASS_QUANTIZATION, "out of memory")                                \
     X(QW_ERR_CANCELLED, 12, QW_CLASS_QUANTIZATION, "cancelled")                                    \
-    X(QW_ERR_INTERNAL, 13, QW_CLASS_QUANTIZATION, "internal error")
+    X(QW_ERR_INTERNAL, 13, QW_CLASS_QUANTIZATION, "internal error")                                \
+    X(QW_ERR_ACCESS_DENIED, 14, QW_CLASS_VALIDATION,                                               \
+      "access denied: gated or private HuggingFace repository, or a rejected token")               \
+    X(QW_ERR_NETWORK, 15, QW_CLASS_QUANTIZATION, "network error, and nothing usable in the cache")
 
 typedef enum qw_status {
 #define QW_STATUS_ENUM_(name, value, cls, msg) name = value,
@@ -163,7 +166,12 @@ typedef void (*qw_log_fn)(void *user, int level, const char *logger, const char 
 typedef struct qw_quantizer qw_quantizer;
 
 /*
- * Opens the model at `model_path` (a HF model directory or a .gguf file) for `backend`, and
+ * Opens the model at `model_path` for `backend`: a HF model directory, a .gguf file, or a
+ * HuggingFace Hub model ID ("org/name", "org/name@revision") that is not an existing local path.
+ * A Hub ID is downloaded (config, tokenizer and *.safetensors files only) into the standard
+ * HuggingFace cache ($HF_HUB_CACHE, else $HF_HOME/hub), reusing whatever is already there; the
+ * "token" option, else $HF_TOKEN, else $HF_HOME/token authenticates; HF_HUB_OFFLINE=1 uses the
+ * cache only. Progress reports a "downloading" stage meanwhile. Then it
  * validates everything that can be validated before quantizing: the path, the backend, the
  * architecture, the options. Options are string key/value pairs (the spec's **backend_kwargs);
  * keys are the names listed by qw_option_name. `output_dir` NULL means "./quantized_models".

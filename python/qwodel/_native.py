@@ -150,7 +150,8 @@ def lib() -> ctypes.CDLL:
                 raise DependencyError(
                     f"cannot load the qwodel C library {path}: {exc} (a system library it needs "
                     "may be missing: on Debian/Ubuntu run "
-                    "'apt-get install libjansson4 libpcre2-8-0 libutf8proc2')") from exc
+                    "'apt-get install libjansson4 libpcre2-8-0 libutf8proc2 libcurl4 libssl3 "
+                    "libopenblas0')") from exc
             for name, (restype, argtypes) in _PROTOTYPES.items():
                 fn = getattr(loaded, name)
                 fn.restype = restype

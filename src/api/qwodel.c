@@ -66,12 +66,18 @@ const char *qw_format_description(size_t b, size_t f) {
     return f < qw_format_count(b) ? backend_at(b)->format_description(f) : NULL;
 }
 
+/* A backend's own options, then those every backend takes. */
 static const qw_option_spec *option_at(size_t b, size_t o) {
     const qw_backend_ops *ops = backend_at(b);
-    return ops && o < ops->n_options ? &ops->options[o] : NULL;
+    if (!ops) return NULL;
+    if (o < ops->n_options) return &ops->options[o];
+    size_t common = o - ops->n_options;
+    return common < qw_n_common_options ? &qw_common_options[common] : NULL;
 }
 
-size_t qw_option_count(size_t b) { return backend_at(b) ? backend_at(b)->n_options : 0; }
+size_t qw_option_count(size_t b) {
+    return backend_at(b) ? backend_at(b)->n_options + qw_n_common_options : 0;
+}
 const char *qw_option_name(size_t b, size_t o) { return option_at(b, o) ? option_at(b, o)->name : NULL; }
 
 qw_option_type qw_option_type_of(size_t b, size_t o) {
@@ -127,7 +133,7 @@ qw_status qw_system_info_json(char **out, qw_error *err) {
     json_object_set_new(root, "cpu", cpu);
     json_object_set_new(root, "kernels", json_string(qw_qtype_kernels()));
     json_object_set_new(root, "cuda", json_false());
-    json_object_set_new(root, "hub", json_false());
+    json_object_set_new(root, "hub", json_true());
     for (size_t i = 0; i < qw_backends_count(); i++) {
         json_array_append_new(backends, json_string(qw_backends_at(i)->name));
     }
@@ -177,7 +183,10 @@ qw_status qw_quantizer_create(const char *backend, const char *model_path,
                             q->backend->name, QW_SCOPE_INIT, keys, values, n_options, err);
     }
     if (st == QW_OK) st = qw_progress(&q->reporter, 0, "loading", model_path, err);
-    if (st == QW_OK) st = qw_model_open(model_path, &q->reporter, &q->model, err);
+    if (st == QW_OK) {
+        st = qw_model_open_any(model_path, qw_options_get(&q->options, "token"), &q->reporter,
+                               &q->model, err);
+    }
     if (st == QW_OK) st = q->backend->check_model(q->model, err);
     if (st != QW_OK) {
         qw_quantizer_free(q);

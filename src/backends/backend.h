@@ -21,6 +21,10 @@ typedef struct qw_option_spec {
     const char *description;
 } qw_option_spec;
 
+/* Options every backend accepts besides its own table ("token"); qw_options_add knows them. */
+extern const qw_option_spec qw_common_options[];
+extern const size_t qw_n_common_options;
+
 /* Options given at create time, overridden per run. Values are kept as strings and parsed when
  * validated, so a mistyped value is reported before any work. */
 typedef struct qw_options {
@@ -102,7 +106,8 @@ typedef struct qw_backend_ops {
 size_t qw_backends_count(void);
 const qw_backend_ops *qw_backends_at(size_t index);
 
-/* The gguf backend's row. */
+/* The backends' rows. */
 extern const qw_backend_ops qw_gguf_backend;
+extern const qw_backend_ops qw_awq_backend;
 
 #endif /* QW_BACKEND_H */

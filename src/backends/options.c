@@ -5,6 +5,14 @@
 
 #include "backend.h"
 
+/* Options every backend takes, listed after each backend's own (qw_option_name). */
+const qw_option_spec qw_common_options[] = {
+    {"token", QW_OPTION_STRING, QW_SCOPE_INIT,
+     "HuggingFace token for gated or private Hub models and datasets (default: HF_TOKEN, then "
+     "$HF_HOME/token); sent to the Hub only, never logged"},
+};
+const size_t qw_n_common_options = sizeof qw_common_options / sizeof qw_common_options[0];
+
 static bool parse_bool(const char *s, bool *out) {
     static const char *const yes[] = {"1", "true", "yes", "on"};
     static const char *const no[] = {"0", "false", "no", "off"};
@@ -44,9 +52,10 @@ static void accepted_list(const qw_option_spec *specs, size_t n, qw_option_scope
                           size_t bytes) {
     size_t used = 0;
     buf[0] = '\0';
-    for (size_t i = 0; i < n; i++) {
-        if (!(specs[i].scope & scope)) continue;
-        int w = snprintf(buf + used, bytes - used, "%s%s", used ? ", " : "", specs[i].name);
+    for (size_t i = 0; i < n + qw_n_common_options; i++) {
+        const qw_option_spec *spec = i < n ? &specs[i] : &qw_common_options[i - n];
+        if (!(spec->scope & scope)) continue;
+        int w = snprintf(buf + used, bytes - used, "%s%s", used ? ", " : "", spec->name);
         if (w < 0 || (size_t)w >= bytes - used) break;
         used += (size_t)w;
     }
@@ -88,6 +97,9 @@ qw_status qw_options_add(qw_options *opts, const qw_option_spec *specs, size_t n
         const qw_option_spec *spec = NULL;
         for (size_t s = 0; s < n_specs; s++) {
             if (strcmp(specs[s].name, key) == 0) spec = &specs[s];
+        }
+        for (size_t s = 0; !spec && s < qw_n_common_options; s++) {
+            if (strcmp(qw_common_options[s].name, key) == 0) spec = &qw_common_options[s];
         }
         if (!spec || !(spec->scope & scope)) {
             accepted_list(specs, n_specs, scope, accepted, sizeof accepted);

@@ -73,7 +73,7 @@ void *qw_malloc_array(size_t count, size_t size);
 void *qw_realloc_array(void *p, size_t count, size_t size);
 void qw_free(void *p);
 
-/* a*b and a+b with overflow detection; return false on overflow. */
+/* a*b and a+b into *out; true when the result overflowed (then *out is not the result). */
 bool qw_mul_overflows(uint64_t a, uint64_t b, uint64_t *out);
 bool qw_add_overflows(uint64_t a, uint64_t b, uint64_t *out);
 

@@ -2,11 +2,13 @@
 #include <string.h>
 
 #include "file.h"
+#include "hub.h"
 #include "json.h"
 #include "model.h"
 
 #define CONFIG_MAX_BYTES (16u << 20)
 #define INDEX_MAX_BYTES (64u << 20)
+#define TOKENIZER_MAX_BYTES ((size_t)1 << 30) /* as the tokenizer reader */
 
 static qw_status add_tensor(qw_model *m, const qw_model_tensor *t, qw_error *err) {
     qw_model_tensor *p = qw_realloc_array(m->tensors, m->n_tensors + 1, sizeof *p);
@@ -211,6 +213,79 @@ static void fill_specials_from_generation_config(qw_model *m) {
     }
 }
 
+/* The catalog entry the row maps to gguf_name ("token_embd.weight"), whatever prefix a
+ * multimodal checkpoint gives it; NULL if none. */
+static qw_model_tensor *find_mapped(qw_model *m, const char *gguf_name) {
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        char name[256];
+        qw_transform transform;
+        bool drop;
+        if (qw_arch_map_tensor(m->arch, &m->hparams, m->tensors[i].name, name, sizeof name,
+                               &transform, &drop, NULL) == QW_OK &&
+            !drop && strcmp(name, gguf_name) == 0) {
+            return &m->tensors[i];
+        }
+    }
+    return NULL;
+}
+
+/* Tensors of the other models in a multimodal checkpoint are left out of every plan: say so
+ * once, since the output then cannot see images. */
+static void log_skipped_modules(const qw_model *m, qw_reporter *r) {
+    size_t n = 0;
+    const char *first = NULL;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        if (!qw_arch_is_skipped_module(m->arch, m->tensors[i].name)) continue;
+        if (!first) first = m->tensors[i].name;
+        n++;
+    }
+    if (n) {
+        qw_log(r, QW_LOG_WARNING, "%s: %zu tensors of the vision tower and projector (e.g. "
+               "\"%s\") are skipped: only the text model is converted", m->path, n, first);
+    }
+}
+
+/* How many embedding rows llama.cpp's converter keeps (Gemma 3 checkpoints have 64 rows past
+ * the tokenizer). Its count: with a tokenizer.model, the vocab_size of the config (which it pads
+ * the SentencePiece pieces to); otherwise tokenizer.json's model.vocab entries plus its
+ * added_tokens entries, an added token that is also in the vocabulary counting twice. *out is 0
+ * when it cannot tell (nothing is trimmed). */
+static qw_status tokenizer_rows(const qw_model *m, const char *dir, int64_t *out,
+                                qw_error *err) {
+    *out = 0;
+    char *spm = qw_path_join(dir, "tokenizer.model");
+    char *tj_path = qw_path_join(dir, "tokenizer.json");
+    qw_status st = QW_OK;
+    if (!spm || !tj_path) {
+        st = qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    } else if (qw_path_is_file(spm)) {
+        *out = m->hparams.vocab_size;
+    } else if (qw_path_is_file(tj_path)) {
+        json_t *tj = NULL;
+        st = qw_json_load_file(tj_path, TOKENIZER_MAX_BYTES, &tj, err);
+        const json_t *vocab = json_object_get(json_object_get(tj, "model"), "vocab");
+        const json_t *added = json_object_get(tj, "added_tokens");
+        /* malformed files are reported, with the key, by the tokenizer reader */
+        if (st == QW_OK && (json_is_object(vocab) || json_is_array(vocab))) {
+            size_t n = json_is_object(vocab) ? json_object_size(vocab) : json_array_size(vocab);
+            *out = (int64_t)(n + (json_is_array(added) ? json_array_size(added) : 0));
+        }
+        json_decref(tj);
+    }
+    qw_free(spm);
+    qw_free(tj_path);
+    return st;
+}
+
+/* Keeps the first `rows` rows of a 2-D catalog entry. */
+static void trim_rows(qw_model *m, qw_model_tensor *t, int64_t rows) {
+    uint64_t row_bytes = qw_qtype_row_bytes(t->type, t->ne[0]);
+    m->n_params -= (uint64_t)(t->ne[1] - rows) * (uint64_t)t->ne[0];
+    t->ne[1] = rows;
+    t->n_rows = rows;
+    t->bytes = row_bytes * (uint64_t)rows;
+}
+
 static qw_status open_hf(qw_model *m, const char *dir, qw_reporter *r, qw_error *err) {
     m->kind = QW_SOURCE_HF_DIR;
     m->input_format = "safetensors";
@@ -221,7 +296,20 @@ static qw_status open_hf(qw_model *m, const char *dir, qw_reporter *r, qw_error 
         st = qw_fail(err, QW_ERR_CORRUPT, "%s: not a JSON object", config_path);
     }
     if (st == QW_OK) st = qw_arch_from_config(m->config, config_path, &m->arch, err);
-    if (st == QW_OK) st = qw_hparams_from_config(m->config, config_path, &m->hparams, err);
+    json_t *text_config = NULL;
+    bool nested = false;
+    if (st == QW_OK) {
+        st = qw_arch_text_config(m->arch, m->config, config_path, &text_config, &nested, err);
+    }
+    if (st == QW_OK) {
+        /* errors in a multimodal config name the object the key sits in */
+        char *label = nested ? qw_sprintf("%s (\"%s\")", config_path, m->arch->nested_key)
+                             : qw_strdup(config_path);
+        st = label ? qw_hparams_from_config(text_config, label, &m->hparams, err)
+                   : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+        qw_free(label);
+    }
+    json_decref(text_config);
     qw_free(config_path);
     QW_TRY(st);
     m->arch_name = qw_strdup(m->arch->name);
@@ -232,13 +320,37 @@ static qw_status open_hf(qw_model *m, const char *dir, qw_reporter *r, qw_error 
     QW_TRY(open_generation_config(m, dir, err));
     QW_TRY(open_weights(m, dir, err));
 
-    const qw_model_tensor *embd = qw_model_find(m, "model.embed_tokens.weight");
+    log_skipped_modules(m, r);
+    qw_model_tensor *embd = find_mapped(m, "token_embd.weight");
+    qw_model_tensor *head = find_mapped(m, "output.weight");
     int64_t rows = embd ? embd->ne[1] : m->hparams.vocab_size;
     if (rows <= 0 || rows > (int64_t)UINT32_MAX) {
         return qw_fail(err, QW_ERR_CORRUPT, "%s: cannot tell the vocabulary size (no "
                        "model.embed_tokens.weight and no vocab_size)", dir);
     }
-    m->hparams.tied_embeddings = qw_model_find(m, "lm_head.weight") == NULL;
+    /* a default that does not fit (Gemma 3's text_config may leave hidden_size out) would
+     * otherwise give a GGUF that llama.cpp refuses */
+    if (embd && embd->ne[0] != m->hparams.n_embd) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "hidden_size", -1,
+                          "%s: config.json's hidden_size is %lld but tensor \"%s\" has rows of "
+                          "%lld", dir, (long long)m->hparams.n_embd, embd->name,
+                          (long long)embd->ne[0]);
+    }
+    if (embd && m->arch->trims_embd_to_tokenizer) {
+        int64_t keep = 0;
+        QW_TRY(tokenizer_rows(m, dir, &keep, err));
+        if (keep > 0 && keep < rows) {
+            qw_log(r, QW_LOG_INFO, "%s: %lld embedding rows past the tokenizer's %lld are "
+                   "dropped, as llama.cpp's converter does", dir, (long long)(rows - keep),
+                   (long long)keep);
+            trim_rows(m, embd, keep);
+            /* llama.cpp wants output.weight with one row per token as well; the converter
+             * leaves an untied lm_head whole, which llama.cpp then refuses to load */
+            if (head && head->n_dims == 2 && head->ne[1] > keep) trim_rows(m, head, keep);
+            rows = keep;
+        }
+    }
+    m->hparams.tied_embeddings = head == NULL;
     if (m->hparams.vocab_size == 0) m->hparams.vocab_size = rows;
     QW_TRY(qw_vocab_load_hf(dir, m->config, (uint32_t)rows, &m->vocab, err));
     fill_specials_from_generation_config(m);
@@ -327,6 +439,36 @@ qw_status qw_model_open(const char *path, qw_reporter *r, qw_model **out, qw_err
         return st;
     }
     *out = m;
+    return QW_OK;
+}
+
+qw_status qw_model_open_any(const char *path, const char *hub_token, qw_reporter *r,
+                            qw_model **out, qw_error *err) {
+    *out = NULL;
+    if (!path || !qw_hub_is_model_id(path)) return qw_model_open(path, r, out, err);
+    /* A Hub ID becomes its snapshot directory in the cache, opened as any HF directory; the
+     * model keeps that directory as its path (backends read files next to config.json) and takes
+     * its name from the ID, since the directory is named by a commit hash. */
+    qw_hub_id id;
+    QW_TRY(qw_hub_id_parse(path, &id, err));
+    char *dir = NULL;
+    qw_status st = qw_hub_snapshot(path, hub_token, r, &dir, err);
+    if (st == QW_ERR_NOT_FOUND) { /* it may have been meant as a local path */
+        qw_error_prefix(err, "%s is no local file or directory, so it was looked up as a "
+                        "HuggingFace Hub model ID: ", path);
+    }
+    if (st != QW_OK) return st;
+    st = qw_model_open(dir, r, out, err);
+    qw_free(dir);
+    if (st != QW_OK) return st;
+    char *name = qw_strdup(id.name);
+    if (!name) {
+        qw_model_close(*out);
+        *out = NULL;
+        return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    }
+    qw_free((*out)->name);
+    (*out)->name = name;
     return QW_OK;
 }
 

@@ -58,6 +58,11 @@ typedef struct qw_model {
 /* Opens `path`: a directory with config.json, or a .gguf file. Everything that can be checked
  * without reading tensor data is checked here. */
 qw_status qw_model_open(const char *path, qw_reporter *reporter, qw_model **out, qw_error *err);
+/* As qw_model_open, and also a HuggingFace Hub model ID ("org/name[@revision]") that is not an
+ * existing local path: it is downloaded into the HF cache first (hub.h, qw_hub_snapshot) with
+ * `hub_token` (NULL: the environment's), and named after the ID's last part. */
+qw_status qw_model_open_any(const char *path, const char *hub_token, qw_reporter *reporter,
+                            qw_model **out, qw_error *err);
 void qw_model_close(qw_model *model);
 
 const qw_model_tensor *qw_model_find(const qw_model *model, const char *name);
@@ -92,7 +97,8 @@ typedef struct qw_hf_tensor {
 typedef struct qw_hf_view qw_hf_view;
 
 /* Builds the view of an open model; the model must outlive it. A GGUF whose architecture has no
- * row, a tensor name no rule gives back (stacked MoE experts among them), heads that do not
+ * row, a tensor name no rule gives back (stacked MoE experts come back one
+ * HF tensor per expert), heads that do not
  * divide the Q/K rows, missing head counts or rope scaling HF cannot express are errors naming
  * the file and key or tensor. */
 qw_status qw_model_hf_view(const qw_model *m, qw_hf_view **out, qw_error *err);
