@@ -1,0 +1,363 @@
+/*
+ * AWQ's per-block scale search (awq_search.h). Statistics and parent inputs come from one pass
+ * of the block as it was before any scaling, as llm-compressor's calibration hooks collect
+ * them; mappings are then searched and folded in order (qkv, o, gate/up, down). Each fold is an
+ * identity in real arithmetic, so an input collected before an earlier fold is still the input
+ * the later mapping's parent sees.
+ */
+#include "awq_search.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+typedef enum awq_parent { PARENT_ATTENTION, PARENT_O, PARENT_MLP, PARENT_DOWN } awq_parent;
+typedef enum awq_input { INPUT_ATTN, INPUT_O, INPUT_MLP, INPUT_DOWN } awq_input;
+
+#define NO_LINEAR SIZE_MAX
+
+/* bit of each linear in qw_awq_params.ignored */
+static const size_t LINEAR_ORDER[] = {offsetof(qw_block, q),    offsetof(qw_block, k),
+                                      offsetof(qw_block, v),    offsetof(qw_block, o),
+                                      offsetof(qw_block, gate), offsetof(qw_block, up),
+                                      offsetof(qw_block, down)};
+
+static bool linear_ignored(const qw_awq_params *p, size_t offset) {
+    for (size_t i = 0; i < sizeof LINEAR_ORDER / sizeof LINEAR_ORDER[0]; i++) {
+        if (LINEAR_ORDER[i] == offset) return (p->ignored >> i) & 1u;
+    }
+    return false;
+}
+
+/* llm-compressor's default mappings (Llama, Mistral, Qwen2, Qwen3, ...). */
+static const struct awq_mapping {
+    const char *name;
+    size_t smooth_norm;   /* offset of the norm vector in qw_block, or NO_LINEAR */
+    size_t smooth_linear; /* offset of the qw_linear whose last rows are divided, or NO_LINEAR */
+    size_t balance[3];    /* offsets of the qw_linear balance layers; NO_LINEAR ends the list */
+    awq_parent parent;
+    awq_input input;
+    bool needs_matching_v_o; /* skipped when v's outputs are not o's inputs (GQA) */
+} MAPPINGS[] = {
+    {"input_layernorm -> q_proj,k_proj,v_proj", offsetof(qw_block, attn_norm), NO_LINEAR,
+     {offsetof(qw_block, q), offsetof(qw_block, k), offsetof(qw_block, v)}, PARENT_ATTENTION,
+     INPUT_ATTN, false},
+    {"v_proj -> o_proj", NO_LINEAR, offsetof(qw_block, v),
+     {offsetof(qw_block, o), NO_LINEAR, NO_LINEAR}, PARENT_O, INPUT_O, true},
+    {"post_attention_layernorm -> gate_proj,up_proj", offsetof(qw_block, ffn_norm), NO_LINEAR,
+     {offsetof(qw_block, gate), offsetof(qw_block, up), NO_LINEAR}, PARENT_MLP, INPUT_MLP,
+     false},
+    {"up_proj -> down_proj", NO_LINEAR, offsetof(qw_block, up),
+     {offsetof(qw_block, down), NO_LINEAR, NO_LINEAR}, PARENT_DOWN, INPUT_DOWN, false},
+};
+#define N_MAPPINGS (sizeof MAPPINGS / sizeof MAPPINGS[0])
+
+static qw_linear *linear_at(qw_block *b, size_t offset) {
+    return (qw_linear *)((char *)b + offset);
+}
+
+static qw_status oom(qw_error *err) {
+    return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory in the AWQ search");
+}
+
+/* ---- the grid --------------------------------------------------------------------------------- */
+
+typedef struct grid_point {
+    double ratio;
+    bool duo;
+} grid_point;
+
+/* Candidates in the order llm-compressor evaluates them (research/awq.md §1.4). */
+static int grid_points(const qw_awq_params *p, grid_point *out, int cap) {
+    int n = 0;
+    if (p->duo == QW_AWQ_DUO_OFF) {
+        for (int k = 0; k < p->n_grid && n < cap; k++) {
+            out[n++] = (grid_point){(double)k / (p->n_grid - 1), false};
+        }
+    } else if (p->duo == QW_AWQ_DUO_ON) {
+        out[n++] = (grid_point){0.0, false}; /* plain rounding as a candidate */
+        for (int k = 0; k < p->n_grid - 1 && n < cap; k++) {
+            out[n++] = (grid_point){(double)k / (p->n_grid - 2), true};
+        }
+    } else {
+        const int half = p->n_grid / 2;
+        for (int k = 0; k < half && n + 1 < cap; k++) {
+            out[n++] = (grid_point){(double)k / (half - 1), false};
+            out[n++] = (grid_point){(double)k / (half - 1), true};
+        }
+    }
+    return n;
+}
+
+/* s_c = max(x̄_c^r [/ (w̄_c^(1-r) + 1e-4)], 1e-4), divided by sqrt(max s * min s); non-finite
+ * entries become 1 */
+static void candidate_scales(const float *x_mean, const float *w_mean, int64_t n, grid_point g,
+                             float *s) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (int64_t c = 0; c < n; c++) {
+        float v = powf(x_mean[c], (float)g.ratio);
+        if (g.duo) v = v / (powf(w_mean[c], (float)(1.0 - g.ratio)) + 1e-4f);
+        v = v < 1e-4f ? 1e-4f : v;
+        s[c] = v;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    const float norm = sqrtf(hi * lo);
+    for (int64_t c = 0; c < n; c++) {
+        s[c] /= norm;
+        if (!isfinite(s[c])) s[c] = 1.0f;
+    }
+}
+
+/* ---- statistics ------------------------------------------------------------------------------- */
+
+/* x̄_c = mean over tokens of |x_tc|, summed in double (llm-compressor sums in f32; millions of
+ * tokens make an f32 sum drift) */
+static bool input_mean(const float *x, int64_t n_tokens, int64_t width, float *out) {
+    double *acc = qw_calloc((size_t)width, sizeof *acc);
+    if (!acc) return false;
+    for (int64_t t = 0; t < n_tokens; t++) {
+        const float *row = x + t * width;
+        for (int64_t c = 0; c < width; c++) acc[c] += fabsf(row[c]);
+    }
+    for (int64_t c = 0; c < width; c++) out[c] = (float)(acc[c] / (double)n_tokens);
+    qw_free(acc);
+    return true;
+}
+
+/* w̄_c: |W| of every balance layer, each group of a row divided by its max (+1e-6), averaged
+ * over all rows of all balance layers */
+static void weight_mean(qw_linear *const *balance, int n_balance, int64_t group, float *out) {
+    const int64_t width = balance[0]->n_in;
+    int64_t rows = 0;
+    for (int64_t c = 0; c < width; c++) out[c] = 0.0f;
+    for (int i = 0; i < n_balance; i++) {
+        const qw_linear *l = balance[i];
+        for (int64_t r = 0; r < l->n_out; r++) {
+            const float *w = l->w + r * width;
+            for (int64_t g0 = 0; g0 < width; g0 += group) {
+                float m = 0.0f;
+                for (int64_t c = g0; c < g0 + group; c++) m = fabsf(w[c]) > m ? fabsf(w[c]) : m;
+                const float inv = 1.0f / (m + 1e-6f);
+                for (int64_t c = g0; c < g0 + group; c++) out[c] += fabsf(w[c]) * inv;
+            }
+        }
+        rows += l->n_out;
+    }
+    for (int64_t c = 0; c < width; c++) out[c] /= (float)rows;
+}
+
+/* ---- one mapping ------------------------------------------------------------------------------ */
+
+typedef struct search_state {
+    const qw_forward *f;
+    qw_block *b;
+    int64_t n_seq, seq_len, n_tokens;
+    const float *input; /* the parent's input */
+    int64_t out_width;
+    float *y_ref, *y;   /* parent outputs: reference and candidate */
+} search_state;
+
+static qw_status run_parent(search_state *st, awq_parent parent, float *y, qw_error *err) {
+    switch (parent) { /* four sub-modules of a block, each a different call */
+    case PARENT_ATTENTION:
+        return qw_block_attention(st->f, st->b, st->input, st->n_seq, st->seq_len, y, NULL, err);
+    case PARENT_O:
+        qw_linear_forward(&st->b->o, st->input, st->n_tokens, y);
+        return QW_OK;
+    case PARENT_MLP:
+        return qw_block_mlp(st->f, st->b, st->input, st->n_tokens, y, NULL, err);
+    case PARENT_DOWN:
+        qw_linear_forward(&st->b->down, st->input, st->n_tokens, y);
+        return QW_OK;
+    }
+    return QW_OK;
+}
+
+static double mse(const float *a, const float *b, int64_t n) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        sum += d * d;
+    }
+    return sum / (double)n;
+}
+
+/* balance weights := Q(W0 · diag(s)) · diag(s)^-1, W0 the saved originals */
+static void fake_quantize_scaled(const qw_awq_params *p, qw_linear *const *balance,
+                                 const bool *ignored, float *const *saved, int n_balance,
+                                 const float *s) {
+    for (int i = 0; i < n_balance; i++) {
+        qw_linear *l = balance[i];
+        if (ignored[i]) continue; /* stays as saved: scaling alone changes nothing */
+        for (int64_t r = 0; r < l->n_out; r++) {
+            float *w = l->w + r * l->n_in;
+            const float *w0 = saved[i] + r * l->n_in;
+            for (int64_t c = 0; c < l->n_in; c++) {
+                w[c] = qw_int4_round_dtype(&p->scheme, w0[c] * s[c]);
+            }
+            qw_int4_fake_quantize_row(&p->scheme, w, l->n_in);
+            for (int64_t c = 0; c < l->n_in; c++) w[c] /= s[c];
+        }
+    }
+}
+
+/* the fold: smooth / s (a norm, or the last len(s) rows and biases of a linear), balance · s */
+static void fold_scales(const qw_awq_params *p, qw_block *b, const struct awq_mapping *m,
+                        qw_linear *const *balance, float *const *saved, int n_balance,
+                        const float *s, int64_t width) {
+    if (m->smooth_norm != NO_LINEAR) {
+        float *gamma = *(float **)((char *)b + m->smooth_norm);
+        for (int64_t c = 0; c < width; c++) {
+            gamma[c] = qw_int4_round_dtype(&p->scheme, gamma[c] / s[c]);
+        }
+    } else {
+        qw_linear *l = linear_at(b, m->smooth_linear);
+        const int64_t first = l->n_out - width;
+        for (int64_t r = 0; r < width; r++) {
+            float *w = l->w + (first + r) * l->n_in;
+            for (int64_t c = 0; c < l->n_in; c++) {
+                w[c] = qw_int4_round_dtype(&p->scheme, w[c] / s[r]);
+            }
+            if (l->b) l->b[first + r] = qw_int4_round_dtype(&p->scheme, l->b[first + r] / s[r]);
+        }
+    }
+    for (int i = 0; i < n_balance; i++) {
+        qw_linear *l = balance[i];
+        for (int64_t r = 0; r < l->n_out; r++) {
+            for (int64_t c = 0; c < l->n_in; c++) {
+                l->w[r * l->n_in + c] =
+                    qw_int4_round_dtype(&p->scheme, saved[i][r * l->n_in + c] * s[c]);
+            }
+        }
+    }
+}
+
+static qw_status search_mapping(search_state *st, const qw_awq_params *p,
+                                const struct awq_mapping *m, const qw_reporter *reporter,
+                                qw_awq_mapping_report *rep, qw_error *err) {
+    qw_block *b = st->b;
+    qw_linear *balance[3];
+    bool ignored[3];
+    int n_balance = 0;
+    while (n_balance < 3 && m->balance[n_balance] != NO_LINEAR) {
+        balance[n_balance] = linear_at(b, m->balance[n_balance]);
+        ignored[n_balance] = linear_ignored(p, m->balance[n_balance]);
+        n_balance++;
+    }
+    const int64_t width = balance[0]->n_in;
+    const int64_t n_out = st->n_tokens * st->out_width;
+    float *saved[3] = {NULL, NULL, NULL};
+    float *x_mean = qw_malloc_array((size_t)width, sizeof *x_mean);
+    float *w_mean = qw_malloc_array((size_t)width, sizeof *w_mean);
+    float *s = qw_malloc_array((size_t)width, sizeof *s);
+    float *best = qw_malloc_array((size_t)width, sizeof *best);
+    qw_status status = x_mean && w_mean && s && best ? QW_OK : oom(err);
+    for (int i = 0; status == QW_OK && i < n_balance; i++) {
+        const size_t count = (size_t)(balance[i]->n_out * balance[i]->n_in);
+        saved[i] = qw_malloc_array(count, sizeof *saved[i]);
+        if (!saved[i]) status = oom(err);
+        else memcpy(saved[i], balance[i]->w, count * sizeof *saved[i]);
+    }
+    if (status == QW_OK) {
+        if (!input_mean(st->input, st->n_tokens, width, x_mean)) status = oom(err);
+    }
+    if (status == QW_OK) {
+        weight_mean(balance, n_balance, p->scheme.group_size, w_mean);
+        status = run_parent(st, m->parent, st->y_ref, err);
+    }
+    grid_point grid[128];
+    const int n_points = grid_points(p, grid, 128);
+    double best_loss = INFINITY;
+    rep->loss_plain = NAN;
+    for (int k = 0; status == QW_OK && k < n_points; k++) {
+        status = qw_check_cancel(reporter, err);
+        if (status != QW_OK) break;
+        candidate_scales(x_mean, w_mean, width, grid[k], s);
+        fake_quantize_scaled(p, balance, ignored, saved, n_balance, s);
+        status = run_parent(st, m->parent, st->y, err);
+        if (status != QW_OK) break;
+        const double loss = mse(st->y_ref, st->y, n_out);
+        if (grid[k].ratio == 0.0 && !grid[k].duo) rep->loss_plain = loss;
+        if (loss < best_loss) { /* strictly smaller: the first minimum is kept */
+            best_loss = loss;
+            rep->ratio = grid[k].ratio;
+            rep->duo = grid[k].duo;
+            memcpy(best, s, (size_t)width * sizeof *s);
+        }
+    }
+    if (status == QW_OK && !isfinite(best_loss)) {
+        status = qw_fail(err, QW_ERR_CORRUPT,
+                         "layer %lld, %s: every candidate gives a non-finite error (the "
+                         "calibration activations overflow)",
+                         (long long)b->layer, m->name);
+    }
+    /* restore the originals, then fold the winner in (on failure: just restore) */
+    for (int i = 0; i < n_balance; i++) {
+        if (saved[i]) {
+            memcpy(balance[i]->w, saved[i],
+                   (size_t)(balance[i]->n_out * balance[i]->n_in) * sizeof *saved[i]);
+        }
+    }
+    if (status == QW_OK) {
+        fold_scales(p, b, m, balance, saved, n_balance, best, width);
+        rep->loss = best_loss;
+    }
+    for (int i = 0; i < n_balance; i++) qw_free(saved[i]);
+    qw_free(x_mean);
+    qw_free(w_mean);
+    qw_free(s);
+    qw_free(best);
+    return status;
+}
+
+/* ---- the block -------------------------------------------------------------------------------- */
+
+qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hidden,
+                              int64_t n_seq, int64_t seq_len, const qw_awq_params *p,
+                              const qw_reporter *reporter, qw_awq_block_report *report,
+                              qw_error *err) {
+    memset(report, 0, sizeof *report);
+    const int64_t n = n_seq * seq_len, d = qw_forward_hidden(f);
+    const int64_t ff = b->gate.n_out, qw = b->o.n_in;
+    if (p->n_grid < 2 || p->n_grid > 100) {
+        return qw_fail(err, QW_ERR_INVALID_ARG, "AWQ grid of %d points (2..100)", p->n_grid);
+    }
+    /* the parents' inputs, from the block before any scaling */
+    float *copy = qw_malloc_array((size_t)(n * d), sizeof *copy);
+    float *taps_mem = qw_malloc_array((size_t)(n * (2 * d + qw + ff)), sizeof *taps_mem);
+    float *y_ref = qw_malloc_array((size_t)(n * d), sizeof *y_ref);
+    float *y = qw_malloc_array((size_t)(n * d), sizeof *y);
+    qw_status status = copy && taps_mem && y_ref && y ? QW_OK : oom(err);
+    qw_block_taps taps = {taps_mem, taps_mem + n * d, taps_mem + n * (d + qw),
+                          taps_mem + n * (2 * d + qw)};
+    if (status == QW_OK) {
+        memcpy(copy, hidden, (size_t)(n * d) * sizeof *copy);
+        status = qw_block_forward(f, b, copy, n_seq, seq_len, &taps, err);
+    }
+    const float *inputs[] = {taps.attn_in, taps.o_in, taps.mlp_in, taps.down_in};
+    for (size_t i = 0; status == QW_OK && i < N_MAPPINGS; i++) {
+        const struct awq_mapping *m = &MAPPINGS[i];
+        qw_awq_mapping_report *rep = &report->mappings[report->n_mappings++];
+        rep->name = m->name;
+        bool all_ignored = true;
+        for (int k = 0; k < 3 && m->balance[k] != NO_LINEAR; k++) {
+            all_ignored = all_ignored && linear_ignored(p, m->balance[k]);
+        }
+        if (m->smooth_linear != NO_LINEAR && !linear_ignored(p, m->smooth_linear)) {
+            all_ignored = false;
+        }
+        if ((m->needs_matching_v_o && b->v.n_out != b->o.n_in) || all_ignored) {
+            rep->skipped = true;
+            continue;
+        }
+        /* every parent (attention, o_proj, mlp, down_proj) writes hidden-size rows */
+        search_state st = {f, b, n_seq, seq_len, n, inputs[m->input], d, y_ref, y};
+        status = search_mapping(&st, p, m, reporter, rep, err);
+    }
+    qw_free(copy);
+    qw_free(taps_mem);
+    qw_free(y_ref);
+    qw_free(y);
+    return status;
+}
