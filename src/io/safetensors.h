@@ -48,4 +48,33 @@ const qw_st_tensor *qw_safetensors_find(const qw_safetensors *st, const char *na
 /* Value of a __metadata__ entry, or NULL. */
 const char *qw_safetensors_metadata(const qw_safetensors *st, const char *key);
 
+/* ---- writing ------------------------------------------------------------------------------
+ * A file whose tensors are all known before the first byte of data: the header is written at
+ * open, then the tensors' bytes in the order given (each tensor's offsets follow the previous
+ * one's), so a producer can stream them without holding the file. The file is published under
+ * its name only by qw_st_writer_finish, after every declared byte arrived. */
+
+typedef struct qw_st_entry {
+    const char *name;
+    const char *dtype; /* "F32", "F16", "BF16", "I32", "I64", "I8", "U8" */
+    int n_dims;
+    int64_t shape[QW_SAFETENSORS_MAX_DIMS]; /* outermost first, as stored */
+} qw_st_entry;
+
+/* Bytes of one element of a safetensors dtype name; 0 for a name it does not know. */
+size_t qw_st_dtype_bytes(const char *dtype);
+/* Bytes of an entry's data; 0 with *ok false for an unknown dtype or an overflowing shape. */
+uint64_t qw_st_entry_bytes(const qw_st_entry *e, bool *ok);
+
+typedef struct qw_st_writer qw_st_writer;
+
+qw_status qw_st_writer_open(const char *path, const qw_st_entry *entries, size_t n,
+                            qw_st_writer **out, qw_error *err);
+/* Appends data; more bytes than the entries declare is QW_ERR_INVALID_ARG. */
+qw_status qw_st_writer_write(qw_st_writer *w, const void *data, size_t bytes, qw_error *err);
+/* Checks every declared byte was written, then publishes the file; frees w either way. */
+qw_status qw_st_writer_finish(qw_st_writer *w, qw_error *err);
+/* Drops an unfinished file; NULL is a no-op. */
+void qw_st_writer_abort(qw_st_writer *w);
+
 #endif /* QW_SAFETENSORS_H */

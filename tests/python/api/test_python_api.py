@@ -48,14 +48,15 @@ def test_exceptions_share_one_base():
 
 
 def test_list_backends_and_formats():
-    assert Quantizer.list_backends() == qwodel.list_backends() == ["gguf"]
+    assert Quantizer.list_backends() == qwodel.list_backends() == ["gguf", "awq"]
     formats = Quantizer.list_formats()
-    assert set(formats) == {"gguf"}
+    assert set(formats) == {"gguf", "awq"}
     assert "Q8_0" in formats["gguf"] and formats["gguf"]["Q8_0"]
-    assert Quantizer.list_formats("gguf") == formats
-    assert qwodel.list_formats(backend="GGUF") == formats
-    with pytest.raises(ValidationError, match="unknown backend 'awq'"):
-        Quantizer.list_formats("awq")  # not built: absent, not stubbed
+    assert list(formats["awq"]) == ["int4"] and formats["awq"]["int4"]
+    assert Quantizer.list_formats("gguf") == {"gguf": formats["gguf"]}
+    assert qwodel.list_formats(backend="GGUF") == {"gguf": formats["gguf"]}
+    with pytest.raises(ValidationError, match="unknown backend 'coreml'"):
+        Quantizer.list_formats("coreml")  # not built: absent, not stubbed
 
 
 def test_constructor_validates(model_dir, tmp_path):

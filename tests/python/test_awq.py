@@ -1,0 +1,198 @@
+"""The awq backend end to end, judged by transformers and compressed-tensors.
+
+The built `qwodel` quantizes a tiny Llama-3-shaped checkpoint (GQA, tied head, bf16) with a
+local calibration file. Then:
+
+* the checkpoint's layout and config.json's quantization_config are what compressed-tensors'
+  pack-quantized format and llm-compressor's W4A16 / W4A16_ASYM presets say;
+* compressed-tensors' own decompressor turns every quantized layer back into weights, and a
+  transformers model built from them (with the scaled norms from the output) computes logits
+  close to the original model's: AWQ changed the weights, not the function;
+* symmetric output loads directly with AutoModelForCausalLM (compressed-tensors integration) and
+  generates. (Asymmetric pack-quantized checkpoints do not load through transformers 5.x with
+  compressed-tensors 0.19/0.20 — their skeleton expects unpacked zero points, llm-compressor
+  issue #1618 — so that route is checked through the decompressor above);
+* `ignore` leaves layers dense and lists them; bad group sizes, an unsupported family and an
+  existing foreign directory are clear errors that leave nothing behind.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import hf_fixtures
+import tokenizer_corpus
+from conftest import run_qwodel
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+ct = pytest.importorskip("compressed_tensors")
+from compressed_tensors.compressors.pack_quantized.base import (  # noqa: E402
+    PackedQuantizationCompressor)
+from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme  # noqa: E402
+import safetensors.torch  # noqa: E402
+
+LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    root = tmp_path_factory.mktemp("awq_src")
+    ck = hf_fixtures.make_checkpoint(root / "tiny", family="llama", tokenizer="llama3", tied=True,
+                                     dtype="bf16", layers=2, heads=4, kv_heads=2)
+    calib = root / "calib.txt"
+    calib.write_text("\n".join(s.replace("\n", " ") for s in tokenizer_corpus.corpus(3000)
+                               if s.strip()))
+    return ck, calib
+
+
+def quantize(qwodel_bin, source, out, *extra, check=True):
+    ck, calib = source
+    return run_qwodel(qwodel_bin, "quantize", ck, "-b", "awq", "-o", out,
+                      "--calibration-dataset", calib, "--num-samples", "8", "--seq-length", "64",
+                      "-q", *extra, check=check)
+
+
+@pytest.fixture(scope="module")
+def outputs(qwodel_bin, source, tmp_path_factory):
+    made = {}
+
+    def get(kind):
+        if kind not in made:
+            out = tmp_path_factory.mktemp(f"awq_{kind}")
+            extra = {"asym": [], "sym": ["--symmetric"],
+                     "ignore": ["--symmetric", "--ignore", "lm_head,re:.*down_proj$"]}[kind]
+            quantize(qwodel_bin, source, out, *extra)
+            made[kind] = out / "tiny-awq-int4"
+        return made[kind]
+
+    return get
+
+
+def _tensors(d):
+    """{name: torch tensor}, read by the safetensors package (the reference reader)."""
+    return safetensors.torch.load_file(str(d / "model.safetensors"))
+
+
+@pytest.mark.parametrize("kind", ["asym", "sym"])
+def test_layout_and_config(outputs, source, kind):
+    out = outputs(kind)
+    sym = kind == "sym"
+    src_cfg = json.loads((source[0] / "config.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())
+    qc = cfg.pop("quantization_config")
+    assert cfg == src_cfg  # the model's own config is kept as it was
+    assert qc["quant_method"] == "compressed-tensors" and qc["format"] == "pack-quantized"
+    assert qc["quantization_status"] == "compressed" and qc["ignore"] == ["lm_head"]
+    w = qc["config_groups"]["group_0"]["weights"]
+    assert qc["config_groups"]["group_0"]["targets"] == ["Linear"]
+    assert (w["num_bits"], w["type"], w["strategy"], w["group_size"], w["symmetric"]) == \
+        (4, "int", "group", 128, sym)
+    # the scheme round-trips through compressed-tensors' own config model
+    args = QuantizationArgs(**w)
+    assert args.symmetric == sym and args.group_size == 128
+    t = _tensors(out)
+    hidden, inter = src_cfg["hidden_size"], src_cfg["intermediate_size"]
+    for layer in range(src_cfg["num_hidden_layers"]):
+        for lin in LINEARS:
+            m = f"model.layers.{layer}.{lin}"
+            n_in = inter if lin.endswith("down_proj") else hidden
+            assert f"{m}.weight" not in t
+            assert t[f"{m}.weight_packed"].dtype == torch.int32
+            assert t[f"{m}.weight_packed"].shape[1] == n_in // 8
+            assert t[f"{m}.weight_scale"].dtype == torch.bfloat16
+            assert t[f"{m}.weight_shape"].dtype == torch.int64
+            assert t[f"{m}.weight_shape"].tolist() == [t[f"{m}.weight_packed"].shape[0], n_in]
+            assert (f"{m}.weight_zero_point" in t) == (not sym)
+    assert "model.embed_tokens.weight" in t and "lm_head.weight" not in t  # tied, ignored
+    assert (out / "tokenizer.json").read_bytes() == (source[0] / "tokenizer.json").read_bytes()
+
+
+def _decompressed_model(out, sym):
+    """A transformers model of the source config holding compressed-tensors' decompression of
+    every quantized layer and the output's other tensors."""
+    cfg = transformers.AutoConfig.from_pretrained(str(out))
+    del cfg.quantization_config
+    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    scheme = QuantizationScheme(targets=["Linear"],
+                                weights=QuantizationArgs(**qc["config_groups"]["group_0"]["weights"]))
+    t = _tensors(out)
+    state = {}
+    for name, value in t.items():
+        if ".weight_" in name:
+            continue
+        state[name] = value.float()
+    modules = {n.rsplit(".weight_", 1)[0] for n in t if ".weight_" in n}
+    for m in modules:
+        local = {k.rsplit(".", 1)[1]: t[k] for k in t if k.startswith(m + ".weight_")}
+        dec = PackedQuantizationCompressor.decompress(local, scheme)
+        state[m + ".weight"] = dec["weight"].float()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    model.tie_weights()
+    return model.eval()
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor(ids)).logits.float().numpy()
+
+
+@pytest.mark.parametrize("kind", ["asym", "sym"])
+def test_decompressed_model_computes_like_the_source(outputs, source, kind):
+    out = outputs(kind)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(str(source[0]), dtype=torch.float32)
+    ids = [[128000, 791, 4062, 14198, 39935, 35308, 927, 279, 16053, 5679]]
+    got, want = _logits(_decompressed_model(out, kind == "sym"), ids), _logits(ref, ids)
+    rel = np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2))
+    assert rel < 0.5, rel  # int4 noise on random weights, not a different function
+    # and the quantization did something: exact equality would mean nothing was quantized
+    assert not np.array_equal(got, want)
+
+
+def test_symmetric_loads_in_transformers_and_generates(outputs):
+    out = outputs("sym")
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.bfloat16)
+    gen = model.generate(torch.tensor([[128000, 791, 4062]]), max_new_tokens=4, do_sample=False)
+    assert gen.shape == (1, 7)
+    # the loaded weights are compressed-tensors' decompression of ours
+    dec = _decompressed_model(out, True)
+    w_loaded = model.model.layers[1].mlp.down_proj.weight.float()
+    w_dec = dec.model.layers[1].mlp.down_proj.weight
+    assert torch.allclose(w_loaded, w_dec, atol=0, rtol=1e-2)
+
+
+def test_ignore_leaves_layers_dense(outputs):
+    out = outputs("ignore")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["ignore"] == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj",
+                            "lm_head"]
+    t = _tensors(out)
+    assert t["model.layers.0.mlp.down_proj.weight"].dtype == torch.bfloat16
+    assert "model.layers.0.mlp.down_proj.weight_packed" not in t
+    assert "model.layers.0.mlp.up_proj.weight_packed" in t
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.bfloat16)
+    assert model.generate(torch.tensor([[128000, 791]]), max_new_tokens=2).shape == (1, 4)
+
+
+def test_errors_leave_nothing(qwodel_bin, source, tmp_path):
+    proc = quantize(qwodel_bin, source, tmp_path, "--group-size", "96", check=False)
+    assert proc.returncode != 0 and "not a multiple of the group size 96" in proc.stderr
+    assert not list(tmp_path.iterdir())
+    foreign = tmp_path / "tiny-awq-int4"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    proc = quantize(qwodel_bin, source, tmp_path, check=False)
+    assert proc.returncode != 0 and "not a quantized checkpoint" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny-awq-int4"]
+    assert (foreign / "notes.txt").read_text() == "mine"
+    gemma = hf_fixtures.make_checkpoint(tmp_path / "g", family="gemma", tokenizer=None, tied=True,
+                                        dtype="bf16", layers=1)
+    proc = run_qwodel(qwodel_bin, "quantize", gemma, "-b", "awq", "-o", tmp_path / "o",
+                      check=False)
+    assert proc.returncode == 1 and "does not run architecture" in proc.stderr
+    assert not (tmp_path / "o").exists()
