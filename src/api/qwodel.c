@@ -201,6 +201,7 @@ void qw_quantizer_free(qw_quantizer *q) {
     if (!q) return;
     qw_model_close(q->model);
     qw_options_free(&q->options);
+    json_decref(q->result.details);
     qw_free(q->output_dir);
     qw_free(q->output_path);
     qw_free(q->format);
@@ -308,6 +309,10 @@ qw_status qw_quantizer_run(qw_quantizer *q, const char *format, const char *cons
                plan->output_path);
         qw_run_context ctx = {q->model, q->output_dir, &opts, &q->reporter, pool};
         st = q->backend->execute(&ctx, plan, &result, err);
+        if (st != QW_OK) {
+            json_decref(result.details);
+            result.details = NULL;
+        }
     }
     if (st == QW_OK) {
         char *path = qw_strdup(plan->output_path);
@@ -315,12 +320,14 @@ qw_status qw_quantizer_run(qw_quantizer *q, const char *format, const char *cons
         if (!path || !format_copy) {
             qw_free(path);
             qw_free(format_copy);
+            json_decref(result.details);
             st = qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
         } else {
             qw_free(q->output_path);
             qw_free(q->format);
             q->output_path = path;
             q->format = format_copy;
+            json_decref(q->result.details);
             q->result = result;
             q->seconds = qw_now_seconds() - start;
             q->has_result = true;
@@ -375,6 +382,7 @@ qw_status qw_quantizer_info_json(const qw_quantizer *q, char **out, qw_error *er
         json_object_set_new(root, "tensor_types", types);
         json_object_set_new(root, "bits_per_weight", json_real(bpw));
         json_object_set_new(root, "seconds", json_real(q->seconds));
+        if (q->result.details) json_object_update(root, q->result.details);
     } else {
         json_decref(types);
         json_object_set_new(root, "tensor_types", json_null());

@@ -799,9 +799,9 @@ static qw_status write_json_file(const json_t *value, const char *dir, const cha
     return st;
 }
 
-/* compressed-tensors' quantization_config for this scheme (research/awq.md §3) */
-static json_t *quantization_config(const awq_plan *p) {
-    const awq_settings *s = &p->settings;
+/* The linear layers left unquantized, by module name: the ignored block layers, then lm_head
+ * when ignored (listed tied or not, as llm-compressor lists it). */
+static json_t *ignored_modules(const awq_plan *p) {
     json_t *ignore = json_array();
     for (size_t i = 0; ignore && i < p->n_pieces; i++) {
         const piece *pc = &p->pieces[i];
@@ -812,8 +812,16 @@ static json_t *quantization_config(const awq_plan *p) {
         if (dot) *dot = 0;
         json_array_append_new(ignore, json_string(module));
     }
-    /* listed when ignored, tied or not, as llm-compressor lists it */
-    if (ignore && is_ignored(s, "lm_head")) json_array_append_new(ignore, json_string("lm_head"));
+    if (ignore && is_ignored(&p->settings, "lm_head")) {
+        json_array_append_new(ignore, json_string("lm_head"));
+    }
+    return ignore;
+}
+
+/* compressed-tensors' quantization_config for this scheme (research/awq.md §3) */
+static json_t *quantization_config(const awq_plan *p) {
+    const awq_settings *s = &p->settings;
+    json_t *ignore = ignored_modules(p);
     const bool sym = s->params.scheme.symmetric;
     json_t *weights = json_pack(
         "{s:i, s:s, s:b, s:s, s:I, s:b, s:n, s:n, s:s, s:{}, s:n, s:o}", "num_bits", 4, "type",
@@ -1091,9 +1099,21 @@ static qw_status awq_execute(const qw_run_context *ctx, const qw_plan *plan,
     qw_forward_free(rs.fwd);
     qw_free(tmp);
     if (st != QW_OK) return st;
+    const int64_t rs_samples = rs.n_seq;
     result->file_size = p->data_bytes;
     result->data_bytes = p->data_bytes;
     result->n_elements = p->n_params;
+    /* get_model_info: what was left out, and the storage of a quantized weight (4-bit code,
+     * plus a scale and, asymmetric, a 4-bit zero point per group) */
+    const qw_int4_scheme *sc = &p->settings.params.scheme;
+    const double scale_bits = sc->dtype == QW_QTYPE_F32 ? 32.0 : 16.0;
+    const double quant_bpw =
+        4.0 + (scale_bits + (sc->symmetric ? 0.0 : 4.0)) / (double)sc->group_size;
+    result->details = json_pack(
+        "{s:o, s:f, s:I, s:b, s:{s:s, s:I, s:I}}", "ignore", ignored_modules(p),
+        "quantized_bits_per_weight", quant_bpw, "group_size", (json_int_t)sc->group_size,
+        "symmetric", sc->symmetric, "calibration", "dataset", p->settings.dataset, "samples",
+        (json_int_t)rs_samples, "seq_len", (json_int_t)p->settings.seq_len);
     return QW_OK;
 }
 

@@ -82,6 +82,8 @@ typedef struct qw_run_result {
     uint64_t n_elements;   /* elements in all tensors written */
     uint64_t data_bytes;   /* tensor bytes written */
     size_t type_counts[QW_QTYPE_COUNT];
+    json_t *details;       /* backend-specific get_model_info keys (an object), or NULL; the
+                            * quantizer owns it once the run returns */
 } qw_run_result;
 
 typedef struct qw_backend_ops {

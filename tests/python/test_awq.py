@@ -196,3 +196,26 @@ def test_errors_leave_nothing(qwodel_bin, source, tmp_path):
                       check=False)
     assert proc.returncode == 1 and "does not run architecture" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_model_info_and_gguf_source(qwodel_bin, source, tmp_path):
+    """A GGUF works as the source as a directory does (through the HF view), and the model
+    info names what was left out and what a quantized weight costs."""
+    ck, calib = source
+    run_qwodel(qwodel_bin, "quantize", ck, "-f", "BF16", "-o", tmp_path, "-q")
+    gguf_path = tmp_path / "tiny-bf16.gguf"
+    proc = run_qwodel(qwodel_bin, "quantize", gguf_path, "-b", "awq", "-o", tmp_path / "out",
+                      "--calibration-dataset", calib, "--num-samples", "4", "--seq-length",
+                      "64", "--json", "-q")
+    info = json.loads(proc.stdout)
+    assert info["backend"] == "awq" and info["format"] == "int4"
+    assert info["ignore"] == ["lm_head"] and info["group_size"] == 128
+    assert info["quantized_bits_per_weight"] == pytest.approx(4 + 20 / 128)
+    assert info["calibration"]["samples"] >= 1 and info["calibration"]["seq_len"] == 64
+    out = tmp_path / "out" / "tiny-bf16-awq-int4"
+    assert info["quantized_model"] == str(out)
+    model = _decompressed_model(out, False)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(str(ck), dtype=torch.float32)
+    ids = [[128000, 791, 4062, 14198, 39935]]
+    got, want = _logits(model, ids), _logits(ref, ids)
+    assert np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2)) < 0.5
