@@ -85,7 +85,7 @@ static const struct {
     double min_free_gib;
     int64_t batch_size, seq_len, num_samples;
 } AUTO_CONFIG[] = {
-    {0, 1, 512, 32}, {4, 2, 512, 64}, {8, 4, 512, 128}, {16, 8, 1024, 128}, {32, 16, 2048, 128},
+    {0, 1, 256, 16}, {4, 1, 512, 32}, {8, 2, 512, 64}, {16, 4, 512, 128}, {32, 8, 1024, 128},
 };
 
 static double free_memory_gib(void) {
@@ -575,11 +575,22 @@ static qw_status calibration_ids(const qw_run_context *ctx, const awq_settings *
     size_t *order = NULL;
     qw_status st = ids ? QW_OK : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     if (st == QW_OK) st = load_tokenizer(m, &tok, err);
-    /* enough texts for the tokens wanted if a text gives 16 tokens or more (wikitext's lines
-     * average about 100) */
-    const size_t max_texts = (size_t)(want / 16 > s->num_samples ? want / 16 : s->num_samples);
-    if (st == QW_OK) {
+    /* Texts are read until they hold the tokens wanted: a first guess of 64 tokens a text,
+     * then four times as many texts while the dataset has more (pages already fetched come
+     * from the cache). */
+    size_t max_texts = (size_t)(want / 64 > s->num_samples ? want / 64 : s->num_samples);
+    for (int round = 0; st == QW_OK && round < 8; round++) {
+        qw_calib_free(calib);
+        calib = NULL;
         st = qw_calib_load(s->dataset, s->split, max_texts, s->token, ctx->reporter, &calib, err);
+        int64_t tokens = 0;
+        for (size_t k = 0; st == QW_OK && k < calib->n_samples && tokens < want; k++) {
+            const char *text = calib->samples[k];
+            st = qw_tokenizer_encode(tok, text, strlen(text), false, &enc, err);
+            tokens += (int64_t)enc.n;
+        }
+        if (st != QW_OK || tokens >= want || calib->n_samples < max_texts) break;
+        max_texts *= 4;
     }
     size_t n_prefix = 0;
     int32_t prefix[8];
@@ -983,6 +994,7 @@ static qw_status run_block(run_state *rs, int64_t layer, size_t first, size_t *n
     QW_TRY(qw_block_load(rs->fwd, layer, &b, err));
     qw_awq_params params = p->settings.params;
     params.ignored = ignored_mask(&p->settings, layer);
+    params.pool = rs->ctx->pool;
     qw_awq_block_report rep;
     qw_status st = qw_awq_smooth_block(rs->fwd, b, rs->hidden, rs->n_seq, rs->seq_len, &params,
                                        rs->ctx->reporter, &rep, err);

@@ -183,21 +183,40 @@ static double mse(const float *a, const float *b, int64_t n) {
     return sum / (double)n;
 }
 
-/* balance weights := Q(W0 · diag(s)) · diag(s)^-1, W0 the saved originals */
+typedef struct fake_quant_job {
+    const qw_awq_params *p;
+    qw_linear *l;
+    const float *w0;
+    const float *s;
+} fake_quant_job;
+
+static void fake_quantize_rows(void *ctx, size_t begin, size_t end, int worker) {
+    (void)worker;
+    const fake_quant_job *job = ctx;
+    const qw_linear *l = job->l;
+    for (size_t r = begin; r < end; r++) {
+        float *w = l->w + r * (size_t)l->n_in;
+        const float *w0 = job->w0 + r * (size_t)l->n_in;
+        for (int64_t c = 0; c < l->n_in; c++) {
+            w[c] = qw_int4_round_dtype(&job->p->scheme, w0[c] * job->s[c]);
+        }
+        qw_int4_fake_quantize_row(&job->p->scheme, w, l->n_in);
+        for (int64_t c = 0; c < l->n_in; c++) w[c] /= job->s[c];
+    }
+}
+
+/* balance weights := Q(W0 · diag(s)) · diag(s)^-1, W0 the saved originals; rows are
+ * independent, so they are split over the pool */
 static void fake_quantize_scaled(const qw_awq_params *p, qw_linear *const *balance,
                                  const bool *ignored, float *const *saved, int n_balance,
                                  const float *s) {
     for (int i = 0; i < n_balance; i++) {
-        qw_linear *l = balance[i];
         if (ignored[i]) continue; /* stays as saved: scaling alone changes nothing */
-        for (int64_t r = 0; r < l->n_out; r++) {
-            float *w = l->w + r * l->n_in;
-            const float *w0 = saved[i] + r * l->n_in;
-            for (int64_t c = 0; c < l->n_in; c++) {
-                w[c] = qw_int4_round_dtype(&p->scheme, w0[c] * s[c]);
-            }
-            qw_int4_fake_quantize_row(&p->scheme, w, l->n_in);
-            for (int64_t c = 0; c < l->n_in; c++) w[c] /= s[c];
+        fake_quant_job job = {p, balance[i], saved[i], s};
+        if (p->pool) {
+            qw_pool_run(p->pool, (size_t)balance[i]->n_out, 16, fake_quantize_rows, &job);
+        } else {
+            fake_quantize_rows(&job, 0, (size_t)balance[i]->n_out, 0);
         }
     }
 }

@@ -16,6 +16,7 @@
 #include "core.h"
 #include "forward.h"
 #include "int4.h"
+#include "pool.h"
 
 /* llm-compressor's duo_scaling: use the weight statistic w̄ in the scales */
 typedef enum qw_awq_duo {
@@ -32,6 +33,7 @@ typedef struct qw_awq_params {
      * not fake-quantized in the search; a mapping whose balance layers are all ignored is
      * skipped */
     unsigned ignored;
+    qw_pool *pool; /* splits the fake quantization of weight rows; NULL: one thread */
 } qw_awq_params;
 
 typedef struct qw_awq_mapping_report {

@@ -25,12 +25,6 @@ qw_status qw_int4_check(const qw_int4_scheme *s, int64_t n_in, const char *tenso
     return QW_OK;
 }
 
-float qw_int4_round_dtype(const qw_int4_scheme *s, float x) {
-    if (s->dtype == QW_QTYPE_BF16) return qw_bf16_to_fp32(qw_fp32_to_bf16(x));
-    if (s->dtype == QW_QTYPE_F16) return qw_fp16_to_fp32(qw_fp32_to_fp16(x));
-    return x;
-}
-
 /* torch.finfo(dtype).eps */
 static float dtype_eps(qw_qtype dtype) {
     return dtype == QW_QTYPE_BF16 ? 0x1p-7f : dtype == QW_QTYPE_F16 ? 0x1p-10f : 0x1p-23f;

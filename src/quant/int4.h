@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "core.h"
+#include "half.h"
 #include "quant.h"
 
 typedef struct qw_int4_scheme {
@@ -33,8 +34,13 @@ typedef struct qw_int4_scheme {
 qw_status qw_int4_check(const qw_int4_scheme *s, int64_t n_in, const char *tensor,
                         qw_error *err);
 
-/* x rounded to the scheme's dtype (the weights must hold dtype values before quantizing). */
-float qw_int4_round_dtype(const qw_int4_scheme *s, float x);
+/* x rounded to the scheme's dtype (the weights must hold dtype values before quantizing).
+ * Inline: the search calls it several times per weight per candidate. */
+static inline float qw_int4_round_dtype(const qw_int4_scheme *s, float x) {
+    if (s->dtype == QW_QTYPE_BF16) return qw_bf16_to_fp32(qw_fp32_to_bf16(x));
+    if (s->dtype == QW_QTYPE_F16) return qw_fp16_to_fp32(qw_fp32_to_fp16(x));
+    return x;
+}
 
 /* One row of n values (n a multiple of the group size): codes[n], scales[n / group],
  * zero_points[n / group] (all 0 when symmetric). */

@@ -155,7 +155,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     args a = {argv[1], argv[2], argv[3], atoll(argv[4]), atoll(argv[5]),
-              {{atoll(argv[6]), atoi(argv[7]) != 0, QW_QTYPE_F32}, QW_AWQ_DUO_ON, 20, 0}};
+              {{atoll(argv[6]), atoi(argv[7]) != 0, QW_QTYPE_F32}, QW_AWQ_DUO_ON, 20, 0, NULL}};
     a.params.duo = strcmp(argv[8], "off") == 0    ? QW_AWQ_DUO_OFF
                    : strcmp(argv[8], "both") == 0 ? QW_AWQ_DUO_BOTH
                                                   : QW_AWQ_DUO_ON;
