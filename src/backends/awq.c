@@ -484,6 +484,24 @@ static qw_qtype model_dtype(const qw_hf_view *v) {
     return QW_QTYPE_BF16; /* a quantized GGUF: what transformers loads such models in */
 }
 
+static unsigned ignored_mask(const awq_settings *s, int64_t layer);
+
+/* vLLM runs q/k/v and gate/up as fused layers that need one scheme each: warn when `ignore`
+ * splits one (llm-compressor writes such checkpoints too; vLLM then refuses them). */
+static void warn_split_fused(const qw_run_context *ctx, const awq_settings *s, int64_t n_layer) {
+    for (int64_t layer = 0; layer < n_layer; layer++) {
+        const unsigned m = ignored_mask(s, layer);
+        const unsigned qkv = m & 7u, gate_up = (m >> 4) & 3u;
+        if ((qkv != 0 && qkv != 7u) || (gate_up != 0 && gate_up != 3u)) {
+            qw_log(ctx->reporter, QW_LOG_WARNING,
+                   "ignore leaves only part of layer %lld's q/k/v or gate/up unquantized: vLLM "
+                   "fuses those layers and needs them all quantized or all ignored",
+                   (long long)layer);
+            return;
+        }
+    }
+}
+
 static qw_status awq_plan_build(const qw_run_context *ctx, const char *format, qw_plan *plan,
                                 qw_error *err) {
     if (format_find(format) < 0) {
@@ -506,6 +524,7 @@ static qw_status awq_plan_build(const qw_run_context *ctx, const char *format, q
     qw_hparams hp;
     QW_TRY(qw_hparams_from_config(config, "config.json", &hp, err));
     QW_TRY(plan_pieces(p, &p->settings, hp.n_layer, err));
+    warn_split_fused(ctx, &p->settings, hp.n_layer);
     QW_TRY(assign_shards(p, &p->data_bytes, err));
     for (size_t i = 0; i < p->n_pieces; i++) {
         const piece *pc = &p->pieces[i];

@@ -219,3 +219,25 @@ def test_model_info_and_gguf_source(qwodel_bin, source, tmp_path):
     ids = [[128000, 791, 4062, 14198, 39935]]
     got, want = _logits(model, ids), _logits(ref, ids)
     assert np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2)) < 0.5
+
+
+def test_untied_head_quantized_unless_ignored(qwodel_bin, source, tmp_path):
+    """An untied lm_head that `ignore` does not name is quantized (round to nearest: no
+    mapping balances it); splitting q/k/v is allowed but warned about, since vLLM fuses them."""
+    ck = hf_fixtures.make_checkpoint(tmp_path / "untied", family="llama", tokenizer="llama3",
+                                     tied=False, dtype="bf16", layers=1, heads=4, kv_heads=2)
+    proc = run_qwodel(qwodel_bin, "quantize", ck, "-b", "awq", "-o", tmp_path / "out",
+                      "--calibration-dataset", source[1], "--num-samples", "4",
+                      "--seq-length", "64", "--ignore", "re:.*q_proj", "--json")
+    assert "vLLM fuses those layers" in proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["ignore"] == ["model.layers.0.self_attn.q_proj"]
+    out = tmp_path / "out" / "untied-awq-int4"
+    t = _tensors(out)
+    assert "lm_head.weight_packed" in t and "lm_head.weight" not in t
+    assert t["model.layers.0.self_attn.q_proj.weight"].dtype == torch.bfloat16
+    model = _decompressed_model(out, False)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(str(ck), dtype=torch.float32)
+    ids = [[128000, 791, 4062, 14198]]
+    got, want = _logits(model, ids), _logits(ref, ids)
+    assert np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2)) < 0.5
