@@ -810,25 +810,6 @@ static qw_status put_block_piece(out_state *o, const piece *pc, qw_block *b, qw_
     return put_quantized(o, pc, l->w, err);
 }
 
-static qw_status write_json_file(const json_t *value, const char *dir, const char *name,
-                                 qw_error *err) {
-    char *path = qw_path_join(dir, name);
-    char *text = json_dumps(value, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    qw_output *o = NULL;
-    qw_status st = path && text ? qw_output_open(path, &o, err)
-                                : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
-    if (st == QW_OK) st = qw_output_write(o, text, strlen(text), err);
-    if (st == QW_OK) st = qw_output_write(o, "\n", 1, err);
-    if (st == QW_OK) {
-        st = qw_output_commit(o, err);
-        o = NULL;
-    }
-    qw_output_abort(o);
-    free(text);
-    qw_free(path);
-    return st;
-}
-
 /* The linear layers left unquantized, by module name: the ignored block layers, then lm_head
  * when ignored (listed tied or not, as llm-compressor lists it). */
 static json_t *ignored_modules(const awq_plan *p) {
@@ -874,9 +855,9 @@ static qw_status write_side_files(const qw_model *m, const char *dir, qw_error *
     if (m->kind != QW_SOURCE_HF_DIR) {
         json_t *tok = NULL, *tok_config = NULL;
         qw_status st = qw_model_hf_tokenizer(m, &tok, &tok_config, err);
-        if (st == QW_OK && tok) st = write_json_file(tok, dir, "tokenizer.json", err);
+        if (st == QW_OK && tok) st = qw_json_write_file(tok, dir, "tokenizer.json", err);
         if (st == QW_OK && tok_config) {
-            st = write_json_file(tok_config, dir, "tokenizer_config.json", err);
+            st = qw_json_write_file(tok_config, dir, "tokenizer_config.json", err);
         }
         json_decref(tok);
         json_decref(tok_config);
@@ -922,7 +903,7 @@ static qw_status write_index(const awq_plan *p, const char *dir, uint64_t total,
     json_t *index = json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total,
                               "weight_map", map);
     if (!index) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
-    qw_status st = write_json_file(index, dir, "model.safetensors.index.json", err);
+    qw_status st = qw_json_write_file(index, dir, "model.safetensors.index.json", err);
     json_decref(index);
     return st;
 }
@@ -1105,7 +1086,7 @@ static qw_status execute_into(run_state *rs, const char *tmp_dir, qw_error *err)
         json_t *config = json_deep_copy(p->config);
         json_t *qc = quantization_config(p);
         st = config && qc && json_object_set_new(config, "quantization_config", qc) == 0
-                 ? write_json_file(config, tmp_dir, "config.json", err)
+                 ? qw_json_write_file(config, tmp_dir, "config.json", err)
                  : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
         json_decref(config);
     }

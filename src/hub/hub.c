@@ -235,7 +235,7 @@ typedef struct http_error_row {
     long code_min, code_max;      /* HTTP status range to match */
     qw_status status;
     const char *happened;
-    const char *todo;
+    const char *advice; /* what the user can do about it */
 } http_error_row;
 
 /* First matching row wins: the Hub's own error codes, then the HTTP status alone. */
@@ -289,7 +289,7 @@ qw_status qw_hub_http_error(long http_code, const char *error_code, const char *
                       file ? ", file " : "", file ? file : "",
                       revision ? revision : "main", row->happened, http_code,
                       error_code && *error_code ? ", " : "", error_code ? error_code : "",
-                      row->todo);
+                      row->advice);
 }
 
 /* ---- listing --------------------------------------------------------------------------------- */

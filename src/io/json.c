@@ -1,5 +1,6 @@
 /* jansson wrappers. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "file.h"
@@ -111,4 +112,23 @@ qw_status qw_json_require_int(const json_t *obj, const char *key, const char *fi
                           file, key);
     }
     return QW_OK;
+}
+
+qw_status qw_json_write_file(const json_t *value, const char *dir, const char *name,
+                             qw_error *err) {
+    char *path = qw_path_join(dir, name);
+    char *text = json_dumps(value, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    qw_output *o = NULL;
+    qw_status st = path && text ? qw_output_open(path, &o, err)
+                                : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    if (st == QW_OK) st = qw_output_write(o, text, strlen(text), err);
+    if (st == QW_OK) st = qw_output_write(o, "\n", 1, err);
+    if (st == QW_OK) {
+        st = qw_output_commit(o, err);
+        o = NULL;
+    }
+    qw_output_abort(o);
+    free(text);
+    qw_free(path);
+    return st;
 }

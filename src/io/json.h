@@ -40,4 +40,9 @@ qw_status qw_json_require_int(const json_t *obj, const char *key, const char *fi
 /* Integer value of a JSON number if it is integral and fits int64. */
 bool qw_json_integer_value(const json_t *v, int64_t *out);
 
+/* Writes `value` as indented JSON (keys in insertion order, a final newline) to dir/name, under a
+ * temporary name renamed into place when complete. */
+qw_status qw_json_write_file(const json_t *value, const char *dir, const char *name,
+                             qw_error *err);
+
 #endif /* QW_JSON_H */

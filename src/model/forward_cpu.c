@@ -118,7 +118,7 @@ static qw_status rope_frequencies(qw_forward *f, qw_error *err) {
         return QW_OK;
     }
     return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "rope_scaling", -1,
-                      "config.json: rope_scaling type \"%s\" is not implemented by the forward "
+                      "config.json: rope_scaling type \"%s\" is not supported by the forward "
                       "pass (none, linear and llama3 are)",
                       hp->rope_type);
 }
@@ -155,7 +155,7 @@ qw_status qw_forward_create(const qw_hf_view *view, int n_threads, qw_forward **
                          (long long)hp->n_head_kv);
         } else if (hp->partial_rotary_factor != 0.0 && hp->partial_rotary_factor != 1.0) {
             st = qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "partial_rotary_factor", -1,
-                            "config.json: partial_rotary_factor %g is not implemented by the "
+                            "config.json: partial_rotary_factor %g is not supported by the "
                             "forward pass", hp->partial_rotary_factor);
         }
     }
@@ -166,7 +166,7 @@ qw_status qw_forward_create(const qw_hf_view *view, int n_threads, qw_forward **
         while (i < n && strcmp(ACTIVATIONS[i].name, name) != 0) i++;
         if (i == n) {
             st = qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "hidden_act", -1,
-                            "config.json: hidden_act \"%s\" is not implemented by the forward "
+                            "config.json: hidden_act \"%s\" is not supported by the forward "
                             "pass", name);
         } else {
             f->act = ACTIVATIONS[i].act;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "file.h"
+#include "json.h"
 #include "model.h"
 
 #define CHUNK_BYTES (4u << 20)
@@ -92,25 +93,6 @@ static qw_status write_tensor(const qw_hf_tensor *t, bool force_f32, qw_output *
     return QW_OK;
 }
 
-static qw_status write_json(const json_t *value, const char *dir, const char *name,
-                            qw_error *err) {
-    char *path = qw_path_join(dir, name);
-    char *text = json_dumps(value, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    qw_output *o = NULL;
-    qw_status st = path && text ? qw_output_open(path, &o, err)
-                                : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
-    if (st == QW_OK) st = qw_output_write(o, text, strlen(text), err);
-    if (st == QW_OK) st = qw_output_write(o, "\n", 1, err);
-    if (st == QW_OK) {
-        st = qw_output_commit(o, err);
-        o = NULL;
-    }
-    qw_output_abort(o);
-    free(text);
-    qw_free(path);
-    return st;
-}
-
 static qw_status run(const char *model_path, const char *dir, bool force_f32, qw_error *err) {
     qw_model *m = NULL;
     qw_hf_view *v = NULL;
@@ -138,12 +120,12 @@ static qw_status run(const char *model_path, const char *dir, bool force_f32, qw
         st = qw_output_commit(o, err);
         o = NULL;
     }
-    if (st == QW_OK) st = write_json(config, dir, "config.json", err);
+    if (st == QW_OK) st = qw_json_write_file(config, dir, "config.json", err);
     json_t *tokenizer = NULL, *tokenizer_config = NULL;
     if (st == QW_OK) st = qw_model_hf_tokenizer(m, &tokenizer, &tokenizer_config, err);
-    if (st == QW_OK && tokenizer) st = write_json(tokenizer, dir, "tokenizer.json", err);
+    if (st == QW_OK && tokenizer) st = qw_json_write_file(tokenizer, dir, "tokenizer.json", err);
     if (st == QW_OK && tokenizer_config) {
-        st = write_json(tokenizer_config, dir, "tokenizer_config.json", err);
+        st = qw_json_write_file(tokenizer_config, dir, "tokenizer_config.json", err);
     }
     json_decref(tokenizer);
     json_decref(tokenizer_config);

@@ -56,7 +56,7 @@ def test_list_backends_and_formats():
     assert Quantizer.list_formats("gguf") == {"gguf": formats["gguf"]}
     assert qwodel.list_formats(backend="GGUF") == {"gguf": formats["gguf"]}
     with pytest.raises(ValidationError, match="unknown backend 'coreml'"):
-        Quantizer.list_formats("coreml")  # not built: absent, not stubbed
+        Quantizer.list_formats("coreml")  # a backend this build lacks is absent from the list
 
 
 def test_constructor_validates(model_dir, tmp_path):
