@@ -1,5 +1,6 @@
-/* Calibration text: local .txt/.json/.jsonl files, or a Hub dataset read page by page through
- * the dataset viewer's /rows API (no Parquet reader needed), with the pages cached. */
+/* Calibration text: local .txt/.json/.jsonl files, a Hub dataset read page by page through the
+ * dataset viewer's /rows API (no Parquet reader needed), with the pages cached, or the built-in
+ * text of calib_builtin.c. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -331,15 +332,48 @@ static qw_status load_dataset(qw_calib *c, const char *spec, const char *split, 
     return st;
 }
 
+/* ---- built-in text --------------------------------------------------------------------------- */
+
+static qw_status load_builtin(qw_calib *c, size_t max, qw_error *err) {
+    for (size_t i = 0; i < qw_calib_builtin_count() && c->n_samples < max; i++) {
+        const char *text = qw_calib_builtin_sample(i);
+        QW_TRY(add_sample(c, text, strlen(text), err));
+    }
+    c->builtin = true;
+    return QW_OK;
+}
+
+/* The default dataset unreachable and not cached: a quantization that asked for no dataset in
+ * particular should still run offline, so it gets the built-in text, and is told. */
+static qw_status fall_back_to_builtin(qw_calib *c, size_t max, qw_reporter *r, qw_error *err) {
+    qw_log(r, QW_LOG_WARNING,
+           "calibration: %s. Using qwodel's built-in calibration text instead; choose the text "
+           "with calibration_dataset (--calibration-dataset): a Hub dataset \"repo[:config]\", a "
+           "local .txt/.json/.jsonl file, or \"builtin\"",
+           err ? err->message : "the default dataset cannot be read");
+    for (size_t i = 0; i < c->n_samples; i++) qw_free(c->samples[i]);
+    c->n_samples = 0; /* rows read from the cache before the failure are dropped */
+    qw_error_clear(err);
+    return load_builtin(c, max, err);
+}
+
 qw_status qw_calib_load(const char *spec, const char *split, size_t max_samples,
                         const char *token, qw_reporter *r, qw_calib **out, qw_error *err) {
     *out = NULL;
-    if (!spec || !*spec) return qw_fail(err, QW_ERR_INVALID_ARG, "calibration dataset is empty");
+    const bool by_default = spec == NULL;
+    if (by_default) spec = QW_CALIB_DEFAULT_DATASET;
+    if (!*spec) return qw_fail(err, QW_ERR_INVALID_ARG, "calibration dataset is empty");
     if (!split || !*split) split = "train";
     qw_calib *c = qw_calloc(1, sizeof *c);
     if (!c) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     qw_status st;
-    if (qw_path_is_file(spec)) {
+    if (qw_strcasecmp(spec, "builtin") == 0) { /* checked first: no file "builtin" could load */
+        st = load_builtin(c, max_samples, err);
+        if (st == QW_OK) {
+            qw_log(r, QW_LOG_INFO, "calibration: %zu samples of qwodel's built-in text",
+                   c->n_samples);
+        }
+    } else if (qw_path_is_file(spec)) {
         st = load_local(c, spec, split, max_samples, err);
     } else if (qw_path_exists(spec)) {
         st = qw_fail(err, QW_ERR_INVALID_ARG,
@@ -347,6 +381,7 @@ qw_status qw_calib_load(const char *spec, const char *split, size_t max_samples,
                      spec);
     } else {
         st = load_dataset(c, spec, split, max_samples, token, r, err);
+        if (st == QW_ERR_NETWORK && by_default) st = fall_back_to_builtin(c, max_samples, r, err);
     }
     if (st == QW_OK && c->n_samples == 0 && max_samples > 0) {
         st = qw_fail(err, QW_ERR_INVALID_ARG, "%s (split %s): no non-empty text sample", spec,

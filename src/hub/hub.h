@@ -112,7 +112,16 @@ qw_status qw_hub_snapshot(const char *model_id, const char *token, qw_reporter *
 typedef struct qw_calib {
     char **samples;
     size_t n_samples;
+    bool builtin; /* the samples are qwodel's built-in text (asked for, or the offline fallback) */
 } qw_calib;
+
+/* The dataset used when none is given (spec NULL in qw_calib_load). */
+#define QW_CALIB_DEFAULT_DATASET "wikitext:wikitext-2-raw-v1"
+
+/* qwodel's built-in calibration text (calib_builtin.c): independent UTF-8 paragraphs of varied
+ * kinds, for offline use. Sample i < count, else NULL; the strings are static. */
+size_t qw_calib_builtin_count(void);
+const char *qw_calib_builtin_sample(size_t i);
 
 /*
  * Up to `max_samples` non-empty text samples for a calibration dataset spec:
@@ -125,6 +134,11 @@ typedef struct qw_calib {
  *    "text" column (else the first string column) and skipping empty and whitespace-only rows.
  *    Pages are cached as JSON under $HF_HUB_CACHE/.qwodel-rows/datasets--org--name/<config>/
  *    <split>/<offset>.json and read from there offline.
+ *  - "builtin" (any case): qwodel's built-in text, the first `max_samples` of its samples;
+ *  - NULL: the default Hub dataset, QW_CALIB_DEFAULT_DATASET. When it can be neither reached nor
+ *    read from the cache (QW_ERR_NETWORK, HF_HUB_OFFLINE included), the built-in text is used
+ *    instead, with a warning through `reporter`. A dataset the caller names is never replaced:
+ *    its network, access and not-found errors are returned.
  * Errors name the file, line or dataset; a spec that yields no sample is QW_ERR_INVALID_ARG.
  */
 qw_status qw_calib_load(const char *spec, const char *split, size_t max_samples,
