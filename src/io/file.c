@@ -453,3 +453,50 @@ void qw_output_clean_stale(const char *final_path) {
     qw_free(dir);
     qw_free(prefix);
 }
+
+/* ---- directory outputs ------------------------------------------------------------------------ */
+
+void qw_dir_remove_tree(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) {
+        unlink(path);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char *child = qw_path_join(path, e->d_name);
+        if (child) qw_dir_remove_tree(child);
+        qw_free(child);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+qw_status qw_dir_publish(const char *tmp, const char *final, bool (*replaceable)(const char *dir),
+                         const char *kind, qw_error *err) {
+    struct stat sb;
+    char *old = NULL;
+    if (stat(final, &sb) == 0) {
+        if (!replaceable(final)) {
+            return qw_fail(err, QW_ERR_IO, "%s exists and is not %s: not replacing it", final,
+                           kind);
+        }
+        old = qw_sprintf("%s.qwodel-old-%ld", final, (long)getpid());
+        if (!old || rename(final, old) != 0) {
+            qw_free(old);
+            return qw_fail(err, QW_ERR_IO, "%s: cannot move the earlier output aside: %s", final,
+                           strerror(errno));
+        }
+    }
+    if (rename(tmp, final) != 0) {
+        const int e = errno;
+        if (old) rename(old, final);
+        qw_free(old);
+        return qw_fail(err, QW_ERR_IO, "%s: cannot rename the finished output into place: %s",
+                       final, strerror(e));
+    }
+    if (old) qw_dir_remove_tree(old);
+    qw_free(old);
+    return QW_OK;
+}

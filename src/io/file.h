@@ -66,4 +66,17 @@ const char *qw_output_temp_path(const qw_output *o);
 /* Removes temporary files that an earlier, killed run left next to final_path. */
 void qw_output_clean_stale(const char *final_path);
 
+/* Directory outputs (a checkpoint folder, an .mlpackage) are built under a temporary name next
+ * to the final one and moved into place when complete. */
+
+/* Removes a directory tree of files and subdirectories (or a single file); errors are ignored:
+ * used to clean up what a run itself wrote. */
+void qw_dir_remove_tree(const char *path);
+/* Moves the finished directory `tmp` to `final`. An existing `final` is replaced only when
+ * `replaceable(final)` says it is an earlier output of the same kind; anything else there is
+ * left alone and the error says it is not `kind` ("a quantized checkpoint"). The earlier output
+ * is moved aside first and restored if the rename fails. */
+qw_status qw_dir_publish(const char *tmp, const char *final, bool (*replaceable)(const char *dir),
+                         const char *kind, qw_error *err);
+
 #endif /* QW_FILE_H */
