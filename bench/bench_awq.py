@@ -9,6 +9,8 @@ Methods, all W4A16_ASYM (int4, asymmetric, one scale and zero point per --group-
 64 by default because SmolLM2's hidden size 576 is not a multiple of 128), lm_head left dense:
 
   qwodel AWQ        qwodel quantize -b awq (compressed-tensors pack-quantized output)
+  qwodel AWQ+clip   the same with --clip (the original AWQ's weight-clipping search, which
+                    llm-compressor does not have; only with --clip)
   llm-compressor    AWQModifier (duo_scaling default) then QuantizationModifier with the same
     AWQ             scheme, as llmcompressor >= 0.11 asks (research/awq.md section 1.1)
   llm-compressor    QuantizationModifier alone: plain round-to-nearest with the same scheme
@@ -41,7 +43,7 @@ llm-compressor's process time includes importing torch/transformers and loading 
 its oneshot() call alone is reported too.
 
     python3 bench/bench_awq.py --qwodel build-bench/qwodel [--samples 16 --seq-len 256
-                               --group-size 64 --threads 2 --workdir DIR [--reuse]]
+                               --group-size 64 --threads 2 --workdir DIR [--reuse] [--clip]]
 
 --reuse keeps a previous run's outputs and figures in the same --workdir (same settings), so a
 run cut short quantizes only what is missing.
@@ -242,6 +244,8 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true",
                     help="keep the outputs (and their time / RSS) a previous run with the same "
                          "workdir and settings left, and quantize only what is missing")
+    ap.add_argument("--clip", action="store_true",
+                    help="also run qwodel with --clip (weight-clipping search)")
     args = ap.parse_args()
 
     import tokenizers
@@ -310,6 +314,13 @@ def main() -> int:
          "--calibration-dataset", str(calib_txt), "--num-samples", str(args.samples),
          "--seq-length", str(args.seq_len), "--group-size", str(args.group_size),
          "--threads", str(args.threads)])
+    if args.clip:
+        clip_top = work / "qwodel-clip"
+        run("qwodel AWQ+clip", clip_top, clip_top / f"{name}-awq-int4",
+            [str(qwodel), "quantize", str(model), "-b", "awq", "-o", str(clip_top), "-q",
+             "--calibration-dataset", str(calib_txt), "--num-samples", str(args.samples),
+             "--seq-length", str(args.seq_len), "--group-size", str(args.group_size),
+             "--threads", str(args.threads), "--clip"])
     script = work / "llmc_run.py"
     script.write_text(LLMC_RUN)
     for mode, label in (("awq", "llm-compressor AWQ"), ("rtn", "llm-compressor RTN")):

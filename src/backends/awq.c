@@ -13,17 +13,17 @@
  *   model-0000k-of-0000n.safetensors + model.safetensors.index.json, tokenizer and generation
  *   files. Per quantized linear "<module>": weight_packed I32 [out, in/8], weight_scale [out,
  *   in/group] in the model's dtype, weight_zero_point I32 [out/8, in/group] (asymmetric only),
- *   weight_shape I64 [2]. Everything else keeps its name, in the model's dtype.
+ *   weight_shape I64 [2]. Everything else keeps its name, in the model's dtype. With
+ *   layout=gemm, AutoAWQ's layout instead (put_gemm), everything in float16.
  */
-#include <dirent.h>
 #include <errno.h>
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "awq_clip.h"
 #include "awq_search.h"
 #include "backend.h"
 #include "file.h"
@@ -37,7 +37,6 @@
 
 /* The compressed-tensors release whose format this writes (checked by tests/python/test_awq.py). */
 #define CT_FORMAT_VERSION "0.20.1"
-#define DEFAULT_DATASET "wikitext:wikitext-2-raw-v1"
 /* transformers' default shard size */
 #define SHARD_BYTES ((uint64_t)5 << 30)
 #define CALIB_SEED 42u
@@ -57,8 +56,9 @@ static int format_find(const char *name) {
 
 static const qw_option_spec awq_options[] = {
     {"calibration_dataset", QW_OPTION_STRING, QW_SCOPE_INIT,
-     "Calibration text: a Hub dataset (repo or repo:subset, default wikitext:wikitext-2-raw-v1) "
-     "or a local .txt/.json/.jsonl file."},
+     "Calibration text: a Hub dataset (repo or repo:subset, default wikitext:wikitext-2-raw-v1), "
+     "a local .txt/.json/.jsonl file, or builtin (qwodel's own text, also used when the default "
+     "cannot be read offline)."},
     {"calibration_split", QW_OPTION_STRING, QW_SCOPE_INIT, "Dataset split (default: train)."},
     {"batch_size", QW_OPTION_INT, QW_SCOPE_BOTH,
      "Sequences per forward call when passing activations on (default: by free memory)."},
@@ -75,6 +75,12 @@ static const qw_option_spec awq_options[] = {
      "Symmetric int4 without zero points (W4A16) instead of asymmetric (W4A16_ASYM, default)."},
     {"duo_scaling", QW_OPTION_STRING, QW_SCOPE_BOTH,
      "Weight statistic in the scale search: true (default), false or both."},
+    {"layout", QW_OPTION_STRING, QW_SCOPE_BOTH,
+     "Checkpoint layout: pack-quantized (compressed-tensors, default) or gemm (AutoAWQ's GEMM "
+     "layout: qweight/qzeros/scales, float16, quant_method awq)."},
+    {"clip", QW_OPTION_BOOL, QW_SCOPE_BOTH,
+     "The original AWQ's weight-clipping search after the scale search (AutoAWQ's auto_clip; "
+     "default false): slower, usually lower error."},
     {"threads", QW_OPTION_INT, QW_SCOPE_BOTH, "Threads for the forward pass (default: all)."},
 };
 
@@ -107,6 +113,8 @@ typedef struct awq_settings {
     int64_t batch_size, seq_len, num_samples;
     qw_awq_params params;
     int threads;
+    bool clip; /* the weight-clipping search (awq_clip.h) */
+    bool gemm; /* AutoAWQ's GEMM layout instead of compressed-tensors' pack-quantized */
     char **ignore; /* exact names and re: patterns */
     size_t n_ignore;
     pcre2_code **ignore_re; /* compiled, NULL for exact names */
@@ -182,7 +190,7 @@ static qw_status parse_settings(const qw_run_context *ctx, qw_qtype dtype, awq_s
     const qw_options *o = ctx->options;
     memset(s, 0, sizeof *s);
     s->dataset = qw_options_get(o, "calibration_dataset");
-    if (!s->dataset) s->dataset = DEFAULT_DATASET;
+    if (!s->dataset) s->dataset = QW_CALIB_DEFAULT_DATASET;
     s->split = qw_options_get(o, "calibration_split");
     s->token = qw_options_get(o, "token");
     const double free_gib = free_memory_gib();
@@ -212,6 +220,14 @@ static qw_status parse_settings(const qw_run_context *ctx, qw_qtype dtype, awq_s
         return qw_fail_at(err, QW_ERR_BAD_OPTION, "group_size", -1,
                           "group_size must be 8..65536, not %lld", (long long)group);
     }
+    const char *layout = qw_options_get(o, "layout");
+    if (layout && qw_strcasecmp(layout, "gemm") != 0 &&
+        qw_strcasecmp(layout, "pack-quantized") != 0) {
+        return qw_fail_at(err, QW_ERR_BAD_OPTION, "layout", -1,
+                          "layout must be pack-quantized or gemm, not \"%s\"", layout);
+    }
+    s->gemm = layout && qw_strcasecmp(layout, "gemm") == 0;
+    if (s->gemm) dtype = QW_QTYPE_F16; /* AutoAWQ's kernels and checkpoints are float16 */
     s->params.scheme = (qw_int4_scheme){group, qw_options_get_bool(o, "symmetric", false), dtype};
     s->params.n_grid = 20;
     const char *duo = qw_options_get(o, "duo_scaling");
@@ -232,20 +248,32 @@ static qw_status parse_settings(const qw_run_context *ctx, qw_qtype dtype, awq_s
         s->params.duo = DUO[i].duo;
     }
     s->threads = (int)qw_options_get_int(o, "threads", 0);
+    s->clip = qw_options_get_bool(o, "clip", false);
     return parse_ignore(qw_options_get(o, "ignore"), s, err);
 }
 
 /* ---- the model's shape ---------------------------------------------------------------------- */
 
-/* The seven linear layers of a block, in qw_block and on disk. */
+/* The linear layers of a block, in qw_block and on disk; the first seven in the order of
+ * qw_awq_params.ignored. Phi-3 stores q/k/v and gate/up fused: a layer whose fused tensor is
+ * present is written as that one tensor (quantization works row by row, so quantizing the
+ * fused rows is quantizing the parts), and its parts are skipped. */
+#define NOT_FUSED (-1)
 static const struct {
     const char *module; /* after "model.layers.<L>." */
     size_t field;
+    int fused_into;     /* slot of the fused layer holding this one's rows, or NOT_FUSED */
+    bool optional;      /* a fused layer: only in the families that have it */
 } BLOCK_LINEARS[] = {
-    {"self_attn.q_proj", offsetof(qw_block, q)},  {"self_attn.k_proj", offsetof(qw_block, k)},
-    {"self_attn.v_proj", offsetof(qw_block, v)},  {"self_attn.o_proj", offsetof(qw_block, o)},
-    {"mlp.gate_proj", offsetof(qw_block, gate)},  {"mlp.up_proj", offsetof(qw_block, up)},
-    {"mlp.down_proj", offsetof(qw_block, down)},
+    {"self_attn.q_proj", offsetof(qw_block, q), 7, false},
+    {"self_attn.k_proj", offsetof(qw_block, k), 7, false},
+    {"self_attn.v_proj", offsetof(qw_block, v), 7, false},
+    {"self_attn.o_proj", offsetof(qw_block, o), NOT_FUSED, false},
+    {"mlp.gate_proj", offsetof(qw_block, gate), 8, false},
+    {"mlp.up_proj", offsetof(qw_block, up), 8, false},
+    {"mlp.down_proj", offsetof(qw_block, down), NOT_FUSED, false},
+    {"self_attn.qkv_proj", offsetof(qw_block, qkv), NOT_FUSED, true},
+    {"mlp.gate_up_proj", offsetof(qw_block, gate_up), NOT_FUSED, true},
 };
 #define N_LINEARS (sizeof BLOCK_LINEARS / sizeof BLOCK_LINEARS[0])
 
@@ -256,10 +284,56 @@ static const struct {
 } BLOCK_VECTORS[] = {
     {"input_layernorm.weight", offsetof(qw_block, attn_norm), false},
     {"post_attention_layernorm.weight", offsetof(qw_block, ffn_norm), false},
+    {"pre_feedforward_layernorm.weight", offsetof(qw_block, pre_ffn_norm), false},
+    {"post_feedforward_layernorm.weight", offsetof(qw_block, post_ffn_norm), false},
     {"self_attn.q_norm.weight", offsetof(qw_block, q_norm), true},
     {"self_attn.k_norm.weight", offsetof(qw_block, k_norm), true},
 };
 #define N_VECTORS (sizeof BLOCK_VECTORS / sizeof BLOCK_VECTORS[0])
+
+/* A sparse MoE layer (Mixtral, Qwen2-MoE, Qwen3-MoE: forward.h's qw_moe) in place of
+ * mlp.{gate,up,down}_proj; which layout a layer has is read from its router tensor, as the
+ * forward pass does. Piece slots: MOE_SLOT + i for MOE_LINEARS[i], EXPERT_SLOT + 3 e + j for
+ * expert e's gate / up / down. The router and Qwen2-MoE's shared_expert_gate are never
+ * quantized, whatever `ignore` says: transformers holds the router as a plain parameter (not
+ * an nn.Linear) and vLLM runs both unquantized; llm-compressor's MoE recipes ignore them
+ * ("re:.*mlp.gate$"), and so are they listed in the config's ignore. */
+#define MOE_SLOT 1000
+#define EXPERT_SLOT 2000
+static const struct {
+    const char *prefix;   /* after "model.layers.<L>." */
+    const char *parts[3]; /* an expert's gate, up, down */
+} MOE_LAYOUTS[] = {
+    {"block_sparse_moe", {"w1", "w3", "w2"}},           /* Mixtral */
+    {"mlp", {"gate_proj", "up_proj", "down_proj"}},     /* Qwen2-MoE, Qwen3-MoE */
+};
+static const size_t EXPERT_FIELDS[3] = {offsetof(qw_expert, gate), offsetof(qw_expert, up),
+                                        offsetof(qw_expert, down)};
+static const struct {
+    const char *module; /* after the layout's prefix */
+    size_t field;       /* in qw_moe */
+    bool dense;         /* never quantized */
+    bool optional;      /* Qwen2-MoE's shared expert */
+} MOE_LINEARS[] = {
+    {"gate", offsetof(qw_moe, router), true, false},
+    {"shared_expert.gate_proj", offsetof(qw_moe, shared.gate), false, true},
+    {"shared_expert.up_proj", offsetof(qw_moe, shared.up), false, true},
+    {"shared_expert.down_proj", offsetof(qw_moe, shared.down), false, true},
+    {"shared_expert_gate", offsetof(qw_moe, shared_gate), true, true},
+};
+#define N_MOE_LINEARS (sizeof MOE_LINEARS / sizeof MOE_LINEARS[0])
+#define N_MOE_LAYOUTS (sizeof MOE_LAYOUTS / sizeof MOE_LAYOUTS[0])
+
+/* the MOE_LAYOUTS row of a layer, or -1 for a dense one */
+static int moe_layout(const qw_hf_view *v, int64_t layer) {
+    char name[200];
+    for (size_t i = 0; i < N_MOE_LAYOUTS; i++) {
+        snprintf(name, sizeof name, "model.layers.%lld.%s.gate.weight", (long long)layer,
+                 MOE_LAYOUTS[i].prefix);
+        if (qw_hf_view_find(v, name)) return (int)i;
+    }
+    return -1;
+}
 
 static const char *const ST_DTYPE[] = {[QW_QTYPE_F32] = "F32", [QW_QTYPE_F16] = "F16",
                                        [QW_QTYPE_BF16] = "BF16"};
@@ -274,6 +348,9 @@ typedef enum piece_kind {
     PIECE_SCALE,  /* weight_scale */
     PIECE_ZERO,   /* weight_zero_point */
     PIECE_SHAPE,  /* weight_shape */
+    PIECE_GEMM_QWEIGHT, /* AutoAWQ GEMM: qweight */
+    PIECE_GEMM_QZEROS,  /* qzeros */
+    PIECE_GEMM_SCALES,  /* scales */
 } piece_kind;
 
 typedef struct piece {
@@ -334,32 +411,53 @@ static void hf_shape(const qw_hf_tensor *t, qw_st_entry *e) {
     for (int d = 0; d < t->n_dims; d++) e->shape[d] = t->ne[t->n_dims - 1 - d];
 }
 
+static qw_status plan_dense(awq_plan *p, size_t *cap, const qw_hf_tensor *w, const char *module,
+                            int64_t layer, int slot, qw_error *err) {
+    char name[256];
+    piece pc = {PIECE_DENSE, layer, slot, w, 0, {.dtype = ST_DTYPE[p->dtype]}};
+    hf_shape(w, &pc.entry);
+    snprintf(name, sizeof name, "%s.weight", module);
+    return push_piece(p, cap, pc, name, err);
+}
+
 static qw_status plan_linear(awq_plan *p, size_t *cap, const awq_settings *s,
                              const qw_hf_tensor *w, const char *module, int64_t layer, int slot,
                              bool *quantized, qw_error *err) {
     char name[256];
     const int64_t n_out = w->n_rows, n_in = w->ne[0];
     *quantized = !is_ignored(s, module);
-    if (!*quantized) {
-        piece pc = {PIECE_DENSE, layer, slot, w, 0, {.dtype = ST_DTYPE[p->dtype]}};
-        hf_shape(w, &pc.entry);
-        snprintf(name, sizeof name, "%s.weight", module);
-        return push_piece(p, cap, pc, name, err);
-    }
+    if (!*quantized) return plan_dense(p, cap, w, module, layer, slot, err);
     QW_TRY(qw_int4_check(&s->params.scheme, n_in, w->name, err));
+    if (s->gemm && (n_out % 8 != 0 || layer < 0)) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, w->name, -1,
+                          layer < 0 ? "the AutoAWQ GEMM layout has no quantized lm_head: keep "
+                                      "lm_head in ignore"
+                                    : "%s: the GEMM layout packs 8 outputs per word and this "
+                                      "layer has %lld",
+                          w->name, (long long)n_out);
+    }
     const int64_t groups = n_in / s->params.scheme.group_size;
-    const struct {
+    typedef struct linear_part {
         piece_kind kind;
         const char *suffix, *dtype;
         int n_dims;
         int64_t d0, d1;
-    } parts[] = {
+    } linear_part;
+    const linear_part pack_quantized[] = {
         {PIECE_PACKED, "weight_packed", "I32", 2, n_out, (n_in + 7) / 8},
         {PIECE_SCALE, "weight_scale", ST_DTYPE[p->dtype], 2, n_out, groups},
         {PIECE_ZERO, "weight_zero_point", "I32", 2, (n_out + 7) / 8, groups},
         {PIECE_SHAPE, "weight_shape", "I64", 1, 2, 0},
     };
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+    const linear_part gemm[] = { /* research/awq.md §4: transposed, packed along the outputs */
+        {PIECE_GEMM_QWEIGHT, "qweight", "I32", 2, n_in, n_out / 8},
+        {PIECE_GEMM_QZEROS, "qzeros", "I32", 2, groups, n_out / 8},
+        {PIECE_GEMM_SCALES, "scales", "F16", 2, groups, n_out},
+    };
+    const linear_part *parts = s->gemm ? gemm : pack_quantized;
+    const size_t n_parts = s->gemm ? sizeof gemm / sizeof gemm[0]
+                                   : sizeof pack_quantized / sizeof pack_quantized[0];
+    for (size_t i = 0; i < n_parts; i++) {
         if (parts[i].kind == PIECE_ZERO && s->params.scheme.symmetric) continue;
         piece pc = {parts[i].kind, layer, slot, w, 0,
                     {.dtype = parts[i].dtype, .n_dims = parts[i].n_dims,
@@ -368,6 +466,47 @@ static qw_status plan_linear(awq_plan *p, size_t *cap, const awq_settings *s,
         QW_TRY(push_piece(p, cap, pc, name, err));
     }
     p->n_quantized += (uint64_t)(n_out * n_in);
+    return QW_OK;
+}
+
+/* A sparse layer's router, shared expert and experts (as many as the checkpoint has: the
+ * forward pass checks the count against config.json). */
+static qw_status plan_moe(awq_plan *p, size_t *cap, const awq_settings *s, int64_t layer,
+                          int layout, qw_error *err) {
+    char module[200], name[256];
+    const char *prefix = MOE_LAYOUTS[layout].prefix;
+    for (size_t i = 0; i < N_MOE_LINEARS; i++) {
+        snprintf(module, sizeof module, "model.layers.%lld.%s.%s", (long long)layer, prefix,
+                 MOE_LINEARS[i].module);
+        snprintf(name, sizeof name, "%s.weight", module);
+        const qw_hf_tensor *w = qw_hf_view_find(p->view, name);
+        if (!w && MOE_LINEARS[i].optional) continue;
+        if (!w) {
+            return qw_fail_at(err, QW_ERR_CORRUPT, name, -1, "the model has no tensor \"%s\"",
+                              name);
+        }
+        const int slot = MOE_SLOT + (int)i;
+        bool quantized;
+        QW_TRY(MOE_LINEARS[i].dense
+                   ? plan_dense(p, cap, w, module, layer, slot, err)
+                   : plan_linear(p, cap, s, w, module, layer, slot, &quantized, err));
+    }
+    for (int e = 0; e < (1 << 16); e++) { /* qw_hparams' bound on expert counts */
+        for (int j = 0; j < 3; j++) {
+            snprintf(module, sizeof module, "model.layers.%lld.%s.experts.%d.%s",
+                     (long long)layer, prefix, e, MOE_LAYOUTS[layout].parts[j]);
+            snprintf(name, sizeof name, "%s.weight", module);
+            const qw_hf_tensor *w = qw_hf_view_find(p->view, name);
+            if (!w && j == 0) return QW_OK; /* past the last expert */
+            if (!w) {
+                return qw_fail_at(err, QW_ERR_CORRUPT, name, -1,
+                                  "the model has no tensor \"%s\"", name);
+            }
+            bool quantized;
+            QW_TRY(plan_linear(p, cap, s, w, module, layer, EXPERT_SLOT + 3 * e + j, &quantized,
+                               err));
+        }
+    }
     return QW_OK;
 }
 
@@ -395,12 +534,22 @@ static qw_status plan_pieces(awq_plan *p, const awq_settings *s, int64_t n_layer
             hf_shape(t, &pc.entry);
             st = push_piece(p, &cap, pc, name, err);
         }
+        const int layout = moe_layout(p->view, layer);
+        if (layout >= 0) st = plan_moe(p, &cap, s, layer, layout, err);
         for (size_t l = 0; st == QW_OK && l < N_LINEARS; l++) {
             char module[200];
+            const int whole = BLOCK_LINEARS[l].fused_into;
+            if (layout >= 0 && strncmp(BLOCK_LINEARS[l].module, "mlp.", 4) == 0) continue;
+            if (whole != NOT_FUSED) {
+                snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)layer,
+                         BLOCK_LINEARS[whole].module);
+                if (qw_hf_view_find(p->view, name)) continue; /* written fused */
+            }
             snprintf(module, sizeof module, "model.layers.%lld.%s", (long long)layer,
                      BLOCK_LINEARS[l].module);
             snprintf(name, sizeof name, "%s.weight", module);
             const qw_hf_tensor *w = qw_hf_view_find(p->view, name);
+            if (!w && BLOCK_LINEARS[l].optional) continue;
             if (!w) {
                 st = qw_fail_at(err, QW_ERR_CORRUPT, name, -1, "the model has no tensor \"%s\"",
                                 name);
@@ -521,9 +670,17 @@ static qw_status awq_plan_build(const qw_run_context *ctx, const char *format, q
     if (!p->config) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     p->dtype = model_dtype(p->view);
     QW_TRY(parse_settings(ctx, p->dtype, &p->settings, err));
+    p->dtype = p->settings.params.scheme.dtype; /* the GEMM layout makes it float16 */
     qw_hparams hp;
     QW_TRY(qw_hparams_from_config(config, "config.json", &hp, err));
     QW_TRY(plan_pieces(p, &p->settings, hp.n_layer, err));
+    for (int64_t layer = 0; p->settings.clip && layer < hp.n_layer; layer++) {
+        if (moe_layout(p->view, layer) >= 0) { /* awq_clip.c searches the dense linears only */
+            return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "clip", -1,
+                              "the clip option does not support mixture-of-experts layers "
+                              "(layer %lld); quantize without it", (long long)layer);
+        }
+    }
     warn_split_fused(ctx, &p->settings, hp.n_layer);
     QW_TRY(assign_shards(p, &p->data_bytes, err));
     for (size_t i = 0; i < p->n_pieces; i++) {
@@ -583,7 +740,7 @@ static qw_status load_tokenizer(const qw_model *m, qw_tokenizer **out, qw_error 
 /* n_seq sequences of seq_len ids: the texts in a fixed-seed shuffled order, each encoded on its
  * own and concatenated (llm-compressor's concatenate_data), every sequence starting with the
  * tokens the tokenizer adds in front of a text (BOS, for Llama-style models). */
-static qw_status calibration_ids(const qw_run_context *ctx, const awq_settings *s,
+static qw_status calibration_ids(const qw_run_context *ctx, awq_settings *s,
                                  int32_t **ids_out, int64_t *n_seq_out, qw_error *err) {
     const qw_model *m = ctx->model;
     qw_tokenizer *tok = NULL;
@@ -601,13 +758,17 @@ static qw_status calibration_ids(const qw_run_context *ctx, const awq_settings *
     for (int round = 0; st == QW_OK && round < 8; round++) {
         qw_calib_free(calib);
         calib = NULL;
-        st = qw_calib_load(s->dataset, s->split, max_texts, s->token, ctx->reporter, &calib, err);
+        /* the option as given: NULL lets the loader fall back to the built-in text */
+        st = qw_calib_load(qw_options_get(ctx->options, "calibration_dataset"), s->split,
+                           max_texts, s->token, ctx->reporter, &calib, err);
         int64_t tokens = 0;
         for (size_t k = 0; st == QW_OK && k < calib->n_samples && tokens < want; k++) {
             const char *text = calib->samples[k];
             st = qw_tokenizer_encode(tok, text, strlen(text), false, &enc, err);
             tokens += (int64_t)enc.n;
         }
+        /* the default dataset out of reach: what was used is the built-in text */
+        if (st == QW_OK && calib->builtin) s->dataset = "builtin";
         if (st != QW_OK || tokens >= want || calib->n_samples < max_texts) break;
         max_texts *= 4;
     }
@@ -742,7 +903,64 @@ static qw_status put_copy(out_state *o, const qw_hf_tensor *t, qw_error *err) {
 }
 
 /* One quantized linear's piece (packed codes, scales, zero points or shape) from its rows. */
+/* AutoAWQ's GEMM layout (research/awq.md §4). Its words run along the outputs, so the whole
+ * layer is quantized before any word can be written; codes and zero points are stored unsigned
+ * (+8), column 8c + GEMM_ORDER[i] of a word in its nibble i. The dequantized weights are the
+ * pack-quantized ones: (u - z) * s with u = q + 8 and z = zp + 8 is (q - zp) * s. */
+static const int GEMM_ORDER[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+static qw_status put_gemm(out_state *o, const piece *pc, const float *w, qw_error *err) {
+    const qw_int4_scheme *s = &o->plan->settings.params.scheme;
+    const int64_t n_out = pc->src->n_rows, n_in = pc->src->ne[0], groups = n_in / s->group_size;
+    int8_t *codes = qw_malloc_array((size_t)(n_out * n_in), 1);
+    float *scales = qw_malloc_array((size_t)(n_out * groups), sizeof *scales);
+    int8_t *zps = qw_malloc_array((size_t)(n_out * groups), 1);
+    float *row = qw_malloc_array((size_t)n_in, sizeof *row);
+    uint32_t *words = qw_malloc_array((size_t)(n_out / 8), sizeof *words);
+    uint16_t *halves = qw_malloc_array((size_t)n_out, sizeof *halves);
+    qw_status st = codes && scales && zps && row && words && halves
+                       ? QW_OK
+                       : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    for (int64_t r = 0; st == QW_OK && r < n_out; r++) {
+        if (w) {
+            memcpy(row, w + r * n_in, (size_t)n_in * sizeof *row);
+        } else {
+            st = qw_hf_tensor_read_f32(pc->src, r, 1, row, err);
+        }
+        for (int64_t c = 0; c < n_in; c++) row[c] = qw_int4_round_dtype(s, row[c]);
+        qw_int4_quantize_row(s, row, n_in, codes + r * n_in, scales + r * groups,
+                             zps + r * groups);
+    }
+    /* one output line per input column (qweight) or per group (qzeros, scales) */
+    const int64_t n_lines = pc->kind == PIECE_GEMM_QWEIGHT ? n_in : groups;
+    for (int64_t k = 0; st == QW_OK && k < n_lines; k++) {
+        if (pc->kind == PIECE_GEMM_SCALES) {
+            for (int64_t r = 0; r < n_out; r++) halves[r] = qw_fp32_to_fp16(scales[r * groups + k]);
+            st = qw_st_writer_write(o->writer, halves, (size_t)n_out * sizeof *halves, err);
+            continue;
+        }
+        const int8_t *v = pc->kind == PIECE_GEMM_QWEIGHT ? codes : zps;
+        const int64_t stride = pc->kind == PIECE_GEMM_QWEIGHT ? n_in : groups;
+        for (int64_t c = 0; c < n_out / 8; c++) {
+            uint32_t word = 0;
+            for (int i = 0; i < 8; i++) {
+                word |= (uint32_t)(v[(8 * c + GEMM_ORDER[i]) * stride + k] + 8) << (4 * i);
+            }
+            words[c] = word;
+        }
+        st = qw_st_writer_write(o->writer, words, (size_t)(n_out / 8) * sizeof *words, err);
+    }
+    qw_free(codes);
+    qw_free(scales);
+    qw_free(zps);
+    qw_free(row);
+    qw_free(words);
+    qw_free(halves);
+    return st;
+}
+
 static qw_status put_quantized(out_state *o, const piece *pc, const float *w, qw_error *err) {
+    if (pc->kind >= PIECE_GEMM_QWEIGHT) return put_gemm(o, pc, w, err);
     const qw_int4_scheme *s = &o->plan->settings.params.scheme;
     const int64_t n_out = pc->src->n_rows, n_in = pc->src->ne[0], groups = n_in / s->group_size;
     if (pc->kind == PIECE_SHAPE) {
@@ -790,11 +1008,21 @@ static qw_status put_quantized(out_state *o, const piece *pc, const float *w, qw
     return st;
 }
 
+/* NULL: a MoE slot in a block the forward pass loaded dense */
 static qw_linear *block_linear(qw_block *b, int slot) {
+    if (slot >= MOE_SLOT && !b->moe) return NULL;
+    if (slot >= EXPERT_SLOT) {
+        const int e = (slot - EXPERT_SLOT) / 3, j = (slot - EXPERT_SLOT) % 3;
+        if (e >= b->moe->n_expert) return NULL;
+        return (qw_linear *)((char *)&b->moe->experts[e] + EXPERT_FIELDS[j]);
+    }
+    if (slot >= MOE_SLOT) return (qw_linear *)((char *)b->moe + MOE_LINEARS[slot - MOE_SLOT].field);
     return (qw_linear *)((char *)b + BLOCK_LINEARS[slot].field);
 }
 
-static qw_status put_block_piece(out_state *o, const piece *pc, qw_block *b, qw_error *err) {
+/* norm_offset: what the block's norms hold beyond the stored weight (Gemma's 1 + w: 1) */
+static qw_status put_block_piece(out_state *o, const piece *pc, qw_block *b, float norm_offset,
+                                 qw_error *err) {
     if (pc->kind == PIECE_VECTOR && pc->slot >= 100) {
         const qw_linear *l = block_linear(b, pc->slot - 100);
         if (!l->b) return qw_fail(err, QW_ERR_INTERNAL, "%s: bias not loaded", pc->entry.name);
@@ -803,9 +1031,20 @@ static qw_status put_block_piece(out_state *o, const piece *pc, qw_block *b, qw_
     if (pc->kind == PIECE_VECTOR) {
         const float *v = *(float *const *)((const char *)b + BLOCK_VECTORS[pc->slot].field);
         if (!v) return qw_fail(err, QW_ERR_INTERNAL, "%s: not loaded", pc->entry.name);
-        return put_floats(o, v, pc->src->ne[0], err);
+        const int64_t n = pc->src->ne[0];
+        if (norm_offset == 0.0f) return put_floats(o, v, n, err);
+        float *w = qw_malloc_array((size_t)n, sizeof *w);
+        if (!w) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+        for (int64_t i = 0; i < n; i++) w[i] = v[i] - norm_offset;
+        qw_status st = put_floats(o, w, n, err);
+        qw_free(w);
+        return st;
     }
     const qw_linear *l = block_linear(b, pc->slot);
+    if (!l || !l->w) {
+        return qw_fail(err, QW_ERR_INTERNAL, "%s: not loaded by the forward pass",
+                       pc->entry.name);
+    }
     if (pc->kind == PIECE_DENSE) return put_floats(o, l->w, l->n_out * l->n_in, err);
     return put_quantized(o, pc, l->w, err);
 }
@@ -829,10 +1068,16 @@ static json_t *ignored_modules(const awq_plan *p) {
     return ignore;
 }
 
-/* compressed-tensors' quantization_config for this scheme (research/awq.md §3) */
+/* compressed-tensors' quantization_config for this scheme (research/awq.md §3), or AutoAWQ's
+ * for the GEMM layout (§4; the zero points are always stored there, symmetric ones as 8) */
 static json_t *quantization_config(const awq_plan *p) {
     const awq_settings *s = &p->settings;
     json_t *ignore = ignored_modules(p);
+    if (s->gemm) {
+        return json_pack("{s:s, s:i, s:I, s:b, s:s, s:o}", "quant_method", "awq", "bits", 4,
+                         "group_size", (json_int_t)s->params.scheme.group_size, "zero_point", 1,
+                         "version", "gemm", "modules_to_not_convert", ignore);
+    }
     const bool sym = s->params.scheme.symmetric;
     json_t *weights = json_pack(
         "{s:i, s:s, s:b, s:s, s:I, s:b, s:n, s:n, s:s, s:{}, s:n, s:o}", "num_bits", 4, "type",
@@ -908,60 +1153,18 @@ static qw_status write_index(const awq_plan *p, const char *dir, uint64_t total,
     return st;
 }
 
-/* Removes a directory tree this backend wrote (files and subdirectories of files). */
-static void remove_tree(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) {
-        unlink(path);
-        return;
-    }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char *child = qw_path_join(path, e->d_name);
-        if (child) remove_tree(child);
-        qw_free(child);
-    }
-    closedir(d);
-    rmdir(path);
-}
-
-/* Moves the finished temporary directory to `final`. An earlier output there is replaced only
- * if it is a quantized checkpoint (its config.json has a quantization_config); anything else
- * is left alone and reported. */
-static qw_status publish(const char *tmp, const char *final, qw_error *err) {
-    struct stat sb;
-    char *old = NULL;
-    if (stat(final, &sb) == 0) {
-        char *cfg_path = qw_path_join(final, "config.json");
-        json_t *cfg = NULL;
-        qw_error ignored = {0};
-        bool ours = cfg_path && qw_json_load_file(cfg_path, 1 << 24, &cfg, &ignored) == QW_OK &&
-                    json_object_get(cfg, "quantization_config");
-        json_decref(cfg);
-        qw_free(cfg_path);
-        if (!ours) {
-            return qw_fail(err, QW_ERR_IO,
-                           "%s exists and is not a quantized checkpoint: not replacing it",
-                           final);
-        }
-        old = qw_sprintf("%s.qwodel-old-%ld", final, (long)getpid());
-        if (!old || rename(final, old) != 0) {
-            qw_free(old);
-            return qw_fail(err, QW_ERR_IO, "%s: cannot move the earlier output aside: %s", final,
-                           strerror(errno));
-        }
-    }
-    if (rename(tmp, final) != 0) {
-        int e = errno;
-        if (old) rename(old, final);
-        qw_free(old);
-        return qw_fail(err, QW_ERR_IO, "%s: cannot rename the finished output into place: %s",
-                       final, strerror(e));
-    }
-    if (old) remove_tree(old);
-    qw_free(old);
-    return QW_OK;
+/* An earlier output is replaced only if it is a quantized checkpoint (its config.json has a
+ * quantization_config). */
+static bool is_quantized_checkpoint(const char *dir) {
+    char *cfg_path = qw_path_join(dir, "config.json");
+    json_t *cfg = NULL;
+    qw_error ignored = {0};
+    const bool ours = cfg_path &&
+                      qw_json_load_file(cfg_path, 1 << 24, &cfg, &ignored) == QW_OK &&
+                      json_object_get(cfg, "quantization_config");
+    json_decref(cfg);
+    qw_free(cfg_path);
+    return ours;
 }
 
 /* ---- execution ------------------------------------------------------------------------------ */
@@ -982,6 +1185,11 @@ static unsigned ignored_mask(const awq_settings *s, int64_t layer) {
         snprintf(module, sizeof module, "model.layers.%lld.%s", (long long)layer,
                  BLOCK_LINEARS[l].module);
         if (is_ignored(s, module)) mask |= 1u << l;
+    }
+    /* ignoring a fused layer ignores its parts, which the search knows by name */
+    for (size_t l = 0; l < N_LINEARS; l++) {
+        const int whole = BLOCK_LINEARS[l].fused_into;
+        if (whole != NOT_FUSED && (mask >> whole) & 1u) mask |= 1u << l;
     }
     return mask;
 }
@@ -1010,15 +1218,31 @@ static qw_status run_block(run_state *rs, int64_t layer, size_t first, size_t *n
                    r->loss, r->loss_plain);
         }
     }
+    /* the clipping pass also moves rs->hidden on, through the block before clipping */
+    const bool clip = st == QW_OK && p->settings.clip;
+    if (clip) {
+        qw_awq_clip_report crep;
+        st = qw_awq_clip_block(rs->fwd, b, rs->hidden, rs->n_seq, rs->seq_len,
+                               p->settings.batch_size, &params, rs->ctx->reporter, &crep, err);
+        if (st == QW_OK) {
+            qw_log(rs->ctx->reporter, QW_LOG_DEBUG,
+                   "layer %lld: clipped %lld of %lld groups, group error %.4g -> %.4g",
+                   (long long)layer, (long long)crep.n_clipped, (long long)crep.n_groups,
+                   crep.loss_before, crep.loss_after);
+        }
+    }
     size_t i = first;
     for (; st == QW_OK && i < p->n_pieces && p->pieces[i].layer == layer; i++) {
         st = begin_piece(&rs->out, &p->pieces[i], err);
-        if (st == QW_OK) st = put_block_piece(&rs->out, &p->pieces[i], b, err);
+        if (st == QW_OK) {
+            st = put_block_piece(&rs->out, &p->pieces[i], b, qw_forward_norm_offset(rs->fwd),
+                                 err);
+        }
     }
     *next = i;
     /* the next block's input comes from this block scaled but not quantized */
     const int64_t d = qw_forward_hidden(rs->fwd), batch = p->settings.batch_size;
-    for (int64_t s0 = 0; st == QW_OK && s0 < rs->n_seq; s0 += batch) {
+    for (int64_t s0 = 0; st == QW_OK && !clip && s0 < rs->n_seq; s0 += batch) {
         const int64_t n = rs->n_seq - s0 < batch ? rs->n_seq - s0 : batch;
         st = qw_block_forward(rs->fwd, b, rs->hidden + s0 * rs->seq_len * d, n, rs->seq_len, NULL,
                               err);
@@ -1085,6 +1309,13 @@ static qw_status execute_into(run_state *rs, const char *tmp_dir, qw_error *err)
     if (st == QW_OK) {
         json_t *config = json_deep_copy(p->config);
         json_t *qc = quantization_config(p);
+        /* the GEMM layout's tensors are float16 whatever the source's dtype */
+        static const char *const DTYPE_KEYS[] = {"torch_dtype", "dtype"};
+        for (size_t k = 0; config && p->settings.gemm && k < 2; k++) {
+            if (k == 0 || json_object_get(config, DTYPE_KEYS[k])) {
+                json_object_set_new(config, DTYPE_KEYS[k], json_string("float16"));
+            }
+        }
         st = config && qc && json_object_set_new(config, "quantization_config", qc) == 0
                  ? qw_json_write_file(config, tmp_dir, "config.json", err)
                  : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
@@ -1104,8 +1335,10 @@ static qw_status awq_execute(const qw_run_context *ctx, const qw_plan *plan,
                                        : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     if (st == QW_OK) st = execute_into(&rs, tmp, err);
     qw_st_writer_abort(rs.out.writer);
-    if (st == QW_OK) st = publish(tmp, plan->output_path, err);
-    if (st != QW_OK && tmp) remove_tree(tmp); /* a failed or cancelled run leaves nothing */
+    if (st == QW_OK) {
+        st = qw_dir_publish(tmp, plan->output_path, is_quantized_checkpoint, "a quantized checkpoint", err);
+    }
+    if (st != QW_OK && tmp) qw_dir_remove_tree(tmp); /* a failed or cancelled run leaves nothing */
     qw_free(rs.out.chunk);
     qw_free(rs.hidden);
     qw_forward_free(rs.fwd);
@@ -1120,27 +1353,36 @@ static qw_status awq_execute(const qw_run_context *ctx, const qw_plan *plan,
     const qw_int4_scheme *sc = &p->settings.params.scheme;
     const double scale_bits = sc->dtype == QW_QTYPE_F32 ? 32.0 : 16.0;
     const double quant_bpw =
-        4.0 + (scale_bits + (sc->symmetric ? 0.0 : 4.0)) / (double)sc->group_size;
+        4.0 + (scale_bits + (sc->symmetric && !p->settings.gemm ? 0.0 : 4.0)) /
+                  (double)sc->group_size;
     result->details = json_pack(
-        "{s:o, s:f, s:I, s:b, s:{s:s, s:I, s:I}}", "ignore", ignored_modules(p),
+        "{s:o, s:f, s:I, s:b, s:b, s:s, s:{s:s, s:I, s:I}}", "ignore", ignored_modules(p),
         "quantized_bits_per_weight", quant_bpw, "group_size", (json_int_t)sc->group_size,
-        "symmetric", sc->symmetric, "calibration", "dataset", p->settings.dataset, "samples",
-        (json_int_t)rs_samples, "seq_len", (json_int_t)p->settings.seq_len);
+        "symmetric", sc->symmetric, "clip", p->settings.clip, "layout",
+        p->settings.gemm ? "gemm" : "pack-quantized", "calibration", "dataset",
+        p->settings.dataset, "samples", (json_int_t)rs_samples, "seq_len",
+        (json_int_t)p->settings.seq_len);
     return QW_OK;
 }
 
-/* The forward pass implements the llama layout (Llama, Mistral, Qwen2, Qwen3); a model of
- * another family is refused when the quantizer is created, naming the supported ones. */
+/* The families the forward pass runs (forward.h); a model of another family is refused when
+ * the quantizer is created, naming the supported ones. Gemma 3's multimodal checkpoints keep
+ * the text model under other names and are refused too. */
 static qw_status awq_check_model(const qw_model *m, qw_error *err) {
-    static const char *const FAMILIES[] = {"llama", "qwen2", "qwen3"};
+    static const char *const FAMILIES[] = {"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe",
+                                           "gemma", "gemma2", "gemma3", "phi3"};
     const char *arch = m->arch ? m->arch->name : m->arch_name;
-    for (size_t i = 0; arch && i < sizeof FAMILIES / sizeof FAMILIES[0]; i++) {
+    const json_t *type = m->config ? json_object_get(m->config, "model_type") : NULL;
+    const bool multimodal = json_is_string(type) && strcmp(json_string_value(type), "gemma3") == 0;
+    for (size_t i = 0; arch && !multimodal && i < sizeof FAMILIES / sizeof FAMILIES[0]; i++) {
         if (strcmp(arch, FAMILIES[i]) == 0) return QW_OK;
     }
     return qw_fail_at(err, QW_ERR_UNSUPPORTED_ARCH, "architecture", -1,
-                      "%s: the awq backend does not run architecture \"%s\" yet (it runs llama, "
-                      "mistral, qwen2 and qwen3 models)",
-                      m->path, arch ? arch : "?");
+                      "%s: the awq backend does not run %s \"%s\" yet (it runs llama, mistral, "
+                      "mixtral, qwen2, qwen3, qwen2moe, qwen3moe, gemma, gemma2, gemma3 text and "
+                      "phi3 models)",
+                      m->path, multimodal ? "the multimodal" : "architecture",
+                      arch ? arch : "?");
 }
 
 const qw_backend_ops qw_awq_backend = {

@@ -29,7 +29,8 @@ static bool linear_ignored(const qw_awq_params *p, size_t offset) {
     return false;
 }
 
-/* llm-compressor's default mappings (Llama, Mistral, Qwen2, Qwen3, ...). */
+/* llm-compressor's mappings registry (research/awq.md §1.2), one list per family; the default
+ * list (Llama, Mistral, Qwen2, Qwen3, and Gemma 1, which the registry does not name). */
 static const struct awq_mapping {
     const char *name;
     size_t smooth_norm;   /* offset of the norm vector in qw_block, or NO_LINEAR */
@@ -38,7 +39,7 @@ static const struct awq_mapping {
     awq_parent parent;
     awq_input input;
     bool needs_matching_v_o; /* skipped when v's outputs are not o's inputs (GQA) */
-} MAPPINGS[] = {
+} DEFAULT_MAPPINGS[] = {
     {"input_layernorm -> q_proj,k_proj,v_proj", offsetof(qw_block, attn_norm), NO_LINEAR,
      {offsetof(qw_block, q), offsetof(qw_block, k), offsetof(qw_block, v)}, PARENT_ATTENTION,
      INPUT_ATTN, false},
@@ -50,7 +51,72 @@ static const struct awq_mapping {
     {"up_proj -> down_proj", NO_LINEAR, offsetof(qw_block, up),
      {offsetof(qw_block, down), NO_LINEAR, NO_LINEAR}, PARENT_DOWN, INPUT_DOWN, false},
 };
-#define N_MAPPINGS (sizeof MAPPINGS / sizeof MAPPINGS[0])
+
+/* Gemma 2: the MLP's input norm is pre_feedforward_layernorm */
+static const struct awq_mapping GEMMA2_MAPPINGS[] = {
+    {"input_layernorm -> q_proj,k_proj,v_proj", offsetof(qw_block, attn_norm), NO_LINEAR,
+     {offsetof(qw_block, q), offsetof(qw_block, k), offsetof(qw_block, v)}, PARENT_ATTENTION,
+     INPUT_ATTN, false},
+    {"v_proj -> o_proj", NO_LINEAR, offsetof(qw_block, v),
+     {offsetof(qw_block, o), NO_LINEAR, NO_LINEAR}, PARENT_O, INPUT_O, true},
+    {"pre_feedforward_layernorm -> gate_proj,up_proj", offsetof(qw_block, pre_ffn_norm),
+     NO_LINEAR, {offsetof(qw_block, gate), offsetof(qw_block, up), NO_LINEAR}, PARENT_MLP,
+     INPUT_MLP, false},
+    {"up_proj -> down_proj", NO_LINEAR, offsetof(qw_block, up),
+     {offsetof(qw_block, down), NO_LINEAR, NO_LINEAR}, PARENT_DOWN, INPUT_DOWN, false},
+};
+
+/* Gemma 3: as Gemma 2 without input_layernorm -> q/k/v, which llm-compressor dropped because
+ * the per-head q/k norms undo the scaling and made AWQ worse than plain rounding */
+static const struct awq_mapping GEMMA3_MAPPINGS[] = {
+    {"v_proj -> o_proj", NO_LINEAR, offsetof(qw_block, v),
+     {offsetof(qw_block, o), NO_LINEAR, NO_LINEAR}, PARENT_O, INPUT_O, true},
+    {"pre_feedforward_layernorm -> gate_proj,up_proj", offsetof(qw_block, pre_ffn_norm),
+     NO_LINEAR, {offsetof(qw_block, gate), offsetof(qw_block, up), NO_LINEAR}, PARENT_MLP,
+     INPUT_MLP, false},
+    {"up_proj -> down_proj", NO_LINEAR, offsetof(qw_block, up),
+     {offsetof(qw_block, down), NO_LINEAR, NO_LINEAR}, PARENT_DOWN, INPUT_DOWN, false},
+};
+
+/* Phi-3: the fused qkv_proj and gate_up_proj. The block views q/k/v and gate/up as their rows,
+ * so balancing q, k and v is balancing qkv_proj's columns, and dividing v's rows (up's) is
+ * dividing qkv_proj's last rows (gate_up_proj's), as llm-compressor does; its skip rule
+ * (qkv outputs != 3 x o inputs) is v outputs != o inputs. */
+static const struct awq_mapping PHI3_MAPPINGS[] = {
+    {"input_layernorm -> qkv_proj", offsetof(qw_block, attn_norm), NO_LINEAR,
+     {offsetof(qw_block, q), offsetof(qw_block, k), offsetof(qw_block, v)}, PARENT_ATTENTION,
+     INPUT_ATTN, false},
+    {"qkv_proj -> o_proj", NO_LINEAR, offsetof(qw_block, v),
+     {offsetof(qw_block, o), NO_LINEAR, NO_LINEAR}, PARENT_O, INPUT_O, true},
+    {"post_attention_layernorm -> gate_up_proj", offsetof(qw_block, ffn_norm), NO_LINEAR,
+     {offsetof(qw_block, gate), offsetof(qw_block, up), NO_LINEAR}, PARENT_MLP, INPUT_MLP,
+     false},
+    {"gate_up_proj -> down_proj", NO_LINEAR, offsetof(qw_block, up),
+     {offsetof(qw_block, down), NO_LINEAR, NO_LINEAR}, PARENT_DOWN, INPUT_DOWN, false},
+};
+
+#define MAPPING_LIST(list) list, sizeof list / sizeof list[0]
+static const struct {
+    const char *family; /* qw_forward_family */
+    const struct awq_mapping *list;
+    size_t n;
+} FAMILY_MAPPINGS[] = {
+    {"gemma2", MAPPING_LIST(GEMMA2_MAPPINGS)},
+    {"gemma3", MAPPING_LIST(GEMMA3_MAPPINGS)},
+    {"phi3", MAPPING_LIST(PHI3_MAPPINGS)},
+};
+
+static const struct awq_mapping *family_mappings(const qw_forward *f, size_t *n) {
+    const char *family = qw_forward_family(f);
+    for (size_t i = 0; i < sizeof FAMILY_MAPPINGS / sizeof FAMILY_MAPPINGS[0]; i++) {
+        if (strcmp(FAMILY_MAPPINGS[i].family, family) == 0) {
+            *n = FAMILY_MAPPINGS[i].n;
+            return FAMILY_MAPPINGS[i].list;
+        }
+    }
+    *n = sizeof DEFAULT_MAPPINGS / sizeof DEFAULT_MAPPINGS[0];
+    return DEFAULT_MAPPINGS;
+}
 
 static qw_linear *linear_at(qw_block *b, size_t offset) {
     return (qw_linear *)((char *)b + offset);
@@ -158,17 +224,28 @@ typedef struct search_state {
     float *y_ref, *y;   /* parent outputs: reference and candidate */
 } search_state;
 
-static qw_status run_parent(search_state *st, awq_parent parent, float *y, qw_error *err) {
-    switch (parent) { /* four sub-modules of a block, each a different call */
+/* One mapping resolved against a block: a dense block's from its table row, a MoE block's
+ * built for its experts. */
+typedef struct awq_target {
+    const char *name;
+    float *smooth_norm;        /* the norm divided by s, or NULL */
+    qw_linear *smooth_linear;  /* else the linear whose last rows are divided */
+    qw_linear *const *balance;
+    const bool *ignored;       /* scaled, not fake-quantized in the search */
+    int n_balance;
+    awq_parent parent;
+    const qw_linear *parent_linear; /* PARENT_O / PARENT_DOWN: the linear itself */
+} awq_target;
+
+static qw_status run_parent(search_state *st, const awq_target *t, float *y, qw_error *err) {
+    switch (t->parent) { /* four sub-modules of a block, each a different call */
     case PARENT_ATTENTION:
         return qw_block_attention(st->f, st->b, st->input, st->n_seq, st->seq_len, y, NULL, err);
-    case PARENT_O:
-        qw_linear_forward(&st->b->o, st->input, st->n_tokens, y);
-        return QW_OK;
-    case PARENT_MLP:
+    case PARENT_MLP: /* a MoE layer's: the whole sparse block, router included */
         return qw_block_mlp(st->f, st->b, st->input, st->n_tokens, y, NULL, err);
+    case PARENT_O:
     case PARENT_DOWN:
-        qw_linear_forward(&st->b->down, st->input, st->n_tokens, y);
+        qw_linear_forward(st->f, t->parent_linear, st->input, st->n_tokens, y);
         return QW_OK;
     }
     return QW_OK;
@@ -221,17 +298,22 @@ static void fake_quantize_scaled(const qw_awq_params *p, qw_linear *const *balan
     }
 }
 
-/* the fold: smooth / s (a norm, or the last len(s) rows and biases of a linear), balance · s */
-static void fold_scales(const qw_awq_params *p, qw_block *b, const struct awq_mapping *m,
-                        qw_linear *const *balance, float *const *saved, int n_balance,
-                        const float *s, int64_t width) {
-    if (m->smooth_norm != NO_LINEAR) {
-        float *gamma = *(float **)((char *)b + m->smooth_norm);
+/* the fold: smooth / s (a norm, or the last len(s) rows and biases of a linear), balance · s.
+ * A Gemma norm holds 1 + w (norm_offset 1): the stored w is what gets the dtype's rounding,
+ * as AutoAWQ's (1 + w) / s - 1. */
+static void fold_scales(const qw_awq_params *p, const awq_target *m, qw_linear *const *balance,
+                        float *const *saved, int n_balance, const float *s, int64_t width,
+                        float norm_offset) {
+    if (m->smooth_norm) {
+        float *gamma = m->smooth_norm;
         for (int64_t c = 0; c < width; c++) {
-            gamma[c] = qw_int4_round_dtype(&p->scheme, gamma[c] / s[c]);
+            gamma[c] = norm_offset == 0.0f
+                           ? qw_int4_round_dtype(&p->scheme, gamma[c] / s[c])
+                           : qw_int4_round_dtype(&p->scheme, gamma[c] / s[c] - norm_offset) +
+                                 norm_offset;
         }
     } else {
-        qw_linear *l = linear_at(b, m->smooth_linear);
+        qw_linear *l = m->smooth_linear;
         const int64_t first = l->n_out - width;
         for (int64_t r = 0; r < width; r++) {
             float *w = l->w + (first + r) * l->n_in;
@@ -252,21 +334,65 @@ static void fold_scales(const qw_awq_params *p, qw_block *b, const struct awq_ma
     }
 }
 
-static qw_status search_mapping(search_state *st, const qw_awq_params *p,
-                                const struct awq_mapping *m, const qw_reporter *reporter,
-                                qw_awq_mapping_report *rep, qw_error *err) {
+/* ---- a linear parent's error through the Gram matrix -------------------------------------------
+ * When the parent is the one balance linear itself (v -> o, up -> down), a candidate's output
+ * error is |X dW^T|^2 = sum over rows r of dW_r (X^T X) dW_r^T, dW the change the candidate
+ * makes to the weights. The n_in x n_in Gram matrix, built once, then stands in for the tokens
+ * in every candidate: cheaper whenever the layer has fewer inputs than there are calibration
+ * tokens (down_proj on a few thousand tokens), and free of the cancellation in y - y_ref. */
+
+typedef struct gram_loss {
+    float *gram;     /* [n_in][n_in] */
+    float *delta;    /* [n_out][n_in] */
+    float *weighted; /* delta . gram */
+} gram_loss;
+
+static bool gram_cheaper(const qw_linear *l, int64_t n_tokens, int n_points) {
+    const double in = (double)l->n_in, out = (double)l->n_out;
+    const double direct = (double)n_points * (double)n_tokens * in * out;
+    return (double)n_tokens * in * in + (double)n_points * out * in * in < direct;
+}
+
+static bool gram_init(gram_loss *g, const qw_forward *f, const qw_linear *l, const float *x,
+                      int64_t n_tokens) {
+    const int64_t n = l->n_in;
+    g->gram = qw_malloc_array((size_t)(n * n), sizeof *g->gram);
+    g->delta = qw_malloc_array((size_t)(n * l->n_out), sizeof *g->delta);
+    g->weighted = qw_malloc_array((size_t)(n * l->n_out), sizeof *g->weighted);
+    if (!g->gram || !g->delta || !g->weighted) return false;
+    qw_forward_gemm(f, true, false, n, n, n_tokens, 1.0f, x, n, x, n, 0.0f, g->gram, n);
+    return true;
+}
+
+static void gram_free(gram_loss *g) {
+    qw_free(g->gram);
+    qw_free(g->delta);
+    qw_free(g->weighted);
+}
+
+/* the mean squared output error of weights l->w against the originals w0 */
+static double gram_mse(gram_loss *g, const qw_forward *f, const qw_linear *l, const float *w0,
+                       int64_t n_tokens) {
+    const int64_t n = l->n_in, count = l->n_out * l->n_in;
+    for (int64_t i = 0; i < count; i++) g->delta[i] = l->w[i] - w0[i];
+    qw_forward_gemm(f, false, false, l->n_out, n, n, 1.0f, g->delta, n, g->gram, n, 0.0f,
+                    g->weighted, n);
+    double sum = 0.0;
+    for (int64_t i = 0; i < count; i++) sum += (double)g->delta[i] * (double)g->weighted[i];
+    return sum / ((double)n_tokens * (double)l->n_out);
+}
+
+static qw_status search_mapping(search_state *st, const qw_awq_params *p, const awq_target *m,
+                                const qw_reporter *reporter, qw_awq_mapping_report *rep,
+                                qw_error *err) {
     qw_block *b = st->b;
-    qw_linear *balance[3];
-    bool ignored[3];
-    int n_balance = 0;
-    while (n_balance < 3 && m->balance[n_balance] != NO_LINEAR) {
-        balance[n_balance] = linear_at(b, m->balance[n_balance]);
-        ignored[n_balance] = linear_ignored(p, m->balance[n_balance]);
-        n_balance++;
-    }
+    qw_linear *const *balance = m->balance;
+    const bool *ignored = m->ignored;
+    const int n_balance = m->n_balance;
     const int64_t width = balance[0]->n_in;
     const int64_t n_out = st->n_tokens * st->out_width;
-    float *saved[3] = {NULL, NULL, NULL};
+    float **saved = qw_calloc((size_t)n_balance, sizeof *saved);
+    if (!saved) return oom(err);
     float *x_mean = qw_malloc_array((size_t)width, sizeof *x_mean);
     float *w_mean = qw_malloc_array((size_t)width, sizeof *w_mean);
     float *s = qw_malloc_array((size_t)width, sizeof *s);
@@ -281,12 +407,18 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p,
     if (status == QW_OK) {
         if (!input_mean(st->input, st->n_tokens, width, x_mean)) status = oom(err);
     }
-    if (status == QW_OK) {
-        weight_mean(balance, n_balance, p->scheme.group_size, w_mean);
-        status = run_parent(st, m->parent, st->y_ref, err);
-    }
     grid_point grid[128];
     const int n_points = grid_points(p, grid, 128);
+    gram_loss gram = {NULL, NULL, NULL};
+    const bool use_gram = (m->parent == PARENT_O || m->parent == PARENT_DOWN) &&
+                          n_balance == 1 && gram_cheaper(balance[0], st->n_tokens, n_points);
+    if (status == QW_OK && use_gram && !gram_init(&gram, st->f, balance[0], st->input, st->n_tokens)) {
+        status = oom(err);
+    }
+    if (status == QW_OK) {
+        weight_mean(balance, n_balance, p->scheme.group_size, w_mean);
+        if (!use_gram) status = run_parent(st, m, st->y_ref, err);
+    }
     double best_loss = INFINITY;
     rep->loss_plain = NAN;
     for (int k = 0; status == QW_OK && k < n_points; k++) {
@@ -294,9 +426,14 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p,
         if (status != QW_OK) break;
         candidate_scales(x_mean, w_mean, width, grid[k], s);
         fake_quantize_scaled(p, balance, ignored, saved, n_balance, s);
-        status = run_parent(st, m->parent, st->y, err);
-        if (status != QW_OK) break;
-        const double loss = mse(st->y_ref, st->y, n_out);
+        double loss;
+        if (use_gram) {
+            loss = gram_mse(&gram, st->f, balance[0], saved[0], st->n_tokens);
+        } else {
+            status = run_parent(st, m, st->y, err);
+            if (status != QW_OK) break;
+            loss = mse(st->y_ref, st->y, n_out);
+        }
         if (grid[k].ratio == 0.0 && !grid[k].duo) rep->loss_plain = loss;
         if (loss < best_loss) { /* strictly smaller: the first minimum is kept */
             best_loss = loss;
@@ -319,14 +456,145 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p,
         }
     }
     if (status == QW_OK) {
-        fold_scales(p, b, m, balance, saved, n_balance, best, width);
+        fold_scales(p, m, balance, saved, n_balance, best, width, qw_forward_norm_offset(st->f));
         rep->loss = best_loss;
     }
     for (int i = 0; i < n_balance; i++) qw_free(saved[i]);
+    qw_free(saved);
+    gram_free(&gram);
     qw_free(x_mean);
     qw_free(w_mean);
     qw_free(s);
     qw_free(best);
+    return status;
+}
+
+/* ---- a sparse MoE layer's MLP ------------------------------------------------------------------
+ * As llm-compressor's MoE mappings (research/awq.md §1.2): post_attention_layernorm is balanced
+ * against everything that reads its output, the router (its PR #2451: left out, the router
+ * would see scaled inputs and route differently), every expert's gate/up and Qwen2-MoE's
+ * shared expert and shared_expert_gate, with the whole sparse block as the parent; the router
+ * and shared_expert_gate are scaled but never quantized. Then each expert's up -> down on the
+ * tokens routed to it, and the shared expert's up -> down on all tokens. Down inputs come from
+ * the block before any scaling, like the other statistics. */
+
+/* the token-weighted mean of the experts' searches, as one report line */
+static void add_expert_report(qw_awq_mapping_report *sum, const qw_awq_mapping_report *one,
+                              int64_t tokens, int64_t *total) {
+    const double w0 = (double)*total, w1 = (double)tokens, all = w0 + w1;
+    sum->loss = (sum->loss * w0 + one->loss * w1) / all;
+    sum->loss_plain = (sum->loss_plain * w0 + one->loss_plain * w1) / all;
+    sum->ratio = (sum->ratio * w0 + one->ratio * w1) / all;
+    sum->duo = sum->duo || one->duo;
+    *total += tokens;
+}
+
+static qw_status smooth_moe(const qw_forward *f, qw_block *b, const float *mlp_in,
+                            int64_t n_seq, int64_t seq_len, const qw_awq_params *p,
+                            const qw_reporter *reporter, qw_awq_block_report *report,
+                            float *y_ref, float *y, qw_error *err) {
+    qw_moe *m = b->moe;
+    const int64_t n = n_seq * seq_len, d = qw_forward_hidden(f), k = m->n_used;
+    const int64_t ne = m->n_expert, ff = m->experts[0].gate.n_out;
+    const bool shared = m->shared.gate.w != NULL;
+    const int64_t sff = shared ? m->shared.gate.n_out : 0;
+    int32_t *ids = qw_malloc_array((size_t)(n * k), sizeof *ids);
+    float *weights = qw_malloc_array((size_t)(n * k), sizeof *weights);
+    int64_t *count = qw_calloc((size_t)ne, sizeof *count);
+    float *x = qw_malloc_array((size_t)(n * d), sizeof *x);
+    float *down_in = qw_malloc_array((size_t)(n * k * ff), sizeof *down_in);
+    float *shared_in = shared ? qw_malloc_array((size_t)(n * sff), sizeof *shared_in) : NULL;
+    const int n_balance = (int)(1 + 2 * ne + (shared ? 3 : 0));
+    qw_linear **balance = qw_malloc_array((size_t)n_balance, sizeof *balance);
+    bool *ignored = qw_calloc((size_t)n_balance, sizeof *ignored);
+    qw_status status = ids && weights && count && x && down_in && (!shared || shared_in) &&
+                       balance && ignored ? QW_OK : oom(err);
+    /* each expert's down_proj input on its tokens, from the unscaled block */
+    if (status == QW_OK) status = qw_moe_route(f, m, mlp_in, n, ids, weights, err);
+    int64_t offset = 0;
+    for (int64_t e = 0; status == QW_OK && e < ne; e++) {
+        for (int64_t t = 0; t < n; t++) {
+            for (int64_t j = 0; j < k; j++) {
+                if (ids[t * k + j] != e) continue;
+                memcpy(x + count[e] * d, mlp_in + t * d, (size_t)d * sizeof *x);
+                count[e]++;
+            }
+        }
+        if (count[e] > 0) {
+            status = qw_mlp_forward(f, &m->experts[e], x, count[e], y, down_in + offset * ff,
+                                    err);
+        }
+        offset += count[e];
+    }
+    if (status == QW_OK && shared) {
+        status = qw_mlp_forward(f, &m->shared, mlp_in, n, y, shared_in, err);
+    }
+    /* post_attention_layernorm -> router, experts' gate/up, shared expert */
+    if (status == QW_OK) {
+        int i = 0;
+        ignored[i] = true;
+        balance[i++] = &m->router;
+        for (int64_t e = 0; e < ne; e++) {
+            balance[i++] = &m->experts[e].gate;
+            balance[i++] = &m->experts[e].up;
+        }
+        if (shared) {
+            balance[i++] = &m->shared.gate;
+            balance[i++] = &m->shared.up;
+            ignored[i] = true;
+            balance[i++] = &m->shared_gate;
+        }
+        qw_awq_mapping_report *rep = &report->mappings[report->n_mappings++];
+        rep->name = "post_attention_layernorm -> router, experts' gate/up, shared expert";
+        const awq_target t = {rep->name, b->ffn_norm, NULL, balance, ignored, n_balance,
+                              PARENT_MLP, NULL};
+        search_state st = {f, b, n_seq, seq_len, n, mlp_in, d, y_ref, y};
+        status = search_mapping(&st, p, &t, reporter, rep, err);
+    }
+    /* each expert's up -> down on its own tokens; reported as their token-weighted mean */
+    qw_awq_mapping_report *sum = status == QW_OK ? &report->mappings[report->n_mappings++]
+                                                 : NULL;
+    if (sum) {
+        *sum = (qw_awq_mapping_report){"experts' up_proj -> down_proj", true, 0, false, 0, 0};
+    }
+    int64_t total = 0;
+    offset = 0;
+    for (int64_t e = 0; status == QW_OK && e < ne; e++) {
+        const int64_t rows = count[e];
+        const float *input = down_in + offset * ff;
+        offset += rows;
+        if (rows == 0) continue; /* no calibration token reached it: left unscaled */
+        qw_expert *ex = &m->experts[e];
+        qw_linear *down = &ex->down;
+        const bool not_ignored = false;
+        const awq_target t = {sum->name, NULL, &ex->up, &down, &not_ignored, 1, PARENT_DOWN,
+                              down};
+        search_state st = {f, b, n_seq, seq_len, rows, input, d, y_ref, y};
+        qw_awq_mapping_report one = {0};
+        status = search_mapping(&st, p, &t, reporter, &one, err);
+        if (status == QW_OK) {
+            add_expert_report(sum, &one, rows, &total);
+            sum->skipped = false;
+        }
+    }
+    if (status == QW_OK && shared) {
+        qw_awq_mapping_report *rep = &report->mappings[report->n_mappings++];
+        rep->name = "shared_expert.up_proj -> shared_expert.down_proj";
+        qw_linear *down = &m->shared.down;
+        const bool not_ignored = false;
+        const awq_target t = {rep->name, NULL, &m->shared.up, &down, &not_ignored, 1,
+                              PARENT_DOWN, down};
+        search_state st = {f, b, n_seq, seq_len, n, shared_in, d, y_ref, y};
+        status = search_mapping(&st, p, &t, reporter, rep, err);
+    }
+    qw_free(ids);
+    qw_free(weights);
+    qw_free(count);
+    qw_free(x);
+    qw_free(down_in);
+    qw_free(shared_in);
+    qw_free(balance);
+    qw_free(ignored);
     return status;
 }
 
@@ -338,7 +606,7 @@ qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hid
                               qw_error *err) {
     memset(report, 0, sizeof *report);
     const int64_t n = n_seq * seq_len, d = qw_forward_hidden(f);
-    const int64_t ff = b->gate.n_out, qw = b->o.n_in;
+    const int64_t ff = b->gate.n_out, qw = b->o.n_in; /* ff 0 in a MoE layer: no down_in tap */
     if (p->n_grid < 2 || p->n_grid > 100) {
         return qw_fail(err, QW_ERR_INVALID_ARG, "AWQ grid of %d points (2..100)", p->n_grid);
     }
@@ -355,8 +623,12 @@ qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hid
         status = qw_block_forward(f, b, copy, n_seq, seq_len, &taps, err);
     }
     const float *inputs[] = {taps.attn_in, taps.o_in, taps.mlp_in, taps.down_in};
-    for (size_t i = 0; status == QW_OK && i < N_MAPPINGS; i++) {
-        const struct awq_mapping *m = &MAPPINGS[i];
+    size_t n_mappings;
+    const struct awq_mapping *mappings = family_mappings(f, &n_mappings);
+    for (size_t i = 0; status == QW_OK && i < n_mappings; i++) {
+        const struct awq_mapping *m = &mappings[i];
+        /* a MoE layer's MLP has its own mappings (smooth_moe) */
+        if (b->moe && (m->input == INPUT_MLP || m->input == INPUT_DOWN)) continue;
         qw_awq_mapping_report *rep = &report->mappings[report->n_mappings++];
         rep->name = m->name;
         bool all_ignored = true;
@@ -372,7 +644,25 @@ qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hid
         }
         /* every parent (attention, o_proj, mlp, down_proj) writes hidden-size rows */
         search_state st = {f, b, n_seq, seq_len, n, inputs[m->input], d, y_ref, y};
-        status = search_mapping(&st, p, m, reporter, rep, err);
+        qw_linear *balance[3];
+        bool ignored[3];
+        int n_balance = 0;
+        while (n_balance < 3 && m->balance[n_balance] != NO_LINEAR) {
+            balance[n_balance] = linear_at(b, m->balance[n_balance]);
+            ignored[n_balance] = linear_ignored(p, m->balance[n_balance]);
+            n_balance++;
+        }
+        const awq_target t = {
+            m->name,
+            m->smooth_norm != NO_LINEAR ? *(float **)((char *)b + m->smooth_norm) : NULL,
+            m->smooth_linear != NO_LINEAR ? linear_at(b, m->smooth_linear) : NULL,
+            balance, ignored, n_balance, m->parent,
+            m->parent == PARENT_O ? &b->o : m->parent == PARENT_DOWN ? &b->down : NULL};
+        status = search_mapping(&st, p, &t, reporter, rep, err);
+    }
+    if (status == QW_OK && b->moe) {
+        status = smooth_moe(f, b, taps.mlp_in, n_seq, seq_len, p, reporter, report, y_ref, y,
+                            err);
     }
     qw_free(copy);
     qw_free(taps_mem);

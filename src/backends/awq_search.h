@@ -45,7 +45,9 @@ typedef struct qw_awq_mapping_report {
     double loss_plain; /* ... with no scaling at all (round to nearest) */
 } qw_awq_mapping_report;
 
-#define QW_AWQ_MAX_MAPPINGS 4
+/* four per dense block; a MoE block: q/k/v, v -> o, its norm, the experts' up -> down (one
+ * line for all), the shared expert's up -> down */
+#define QW_AWQ_MAX_MAPPINGS 5
 
 typedef struct qw_awq_block_report {
     qw_awq_mapping_report mappings[QW_AWQ_MAX_MAPPINGS];

@@ -1,6 +1,7 @@
 /*
- * The decoder forward pass on the CPU. Matrix products go to OpenBLAS (cblas_sgemm, threaded
- * by OpenBLAS itself); norms, RoPE, softmax and activations are plain loops here.
+ * The decoder forward pass on the CPU. Matrix products go to OpenBLAS (cblas_sgemm), run
+ * single-threaded on parts split over the pass's own thread pool, as are the attention heads
+ * and the activations; norms, RoPE and softmax are plain loops here.
  *
  * Layout: activations are row-major [token][feature] with the sequences of a batch one after
  * the other, so a linear layer over the whole batch is one sgemm: Y = X W^T.
@@ -12,6 +13,9 @@
 #include <string.h>
 
 #include "forward.h"
+#include "half.h"
+#include "json.h"
+#include "pool.h"
 
 typedef enum fwd_act { ACT_SILU, ACT_GELU_TANH, ACT_GELU } fwd_act;
 
@@ -26,15 +30,62 @@ static const struct {
     {"gelu", ACT_GELU},
 };
 
+/* What a family does that its tensors do not show, as transformers' modeling code for it does.
+ * The row is chosen by config.json's model_type; anything else runs as the llama layout. */
+typedef struct fwd_family {
+    const char *model_type;
+    const char *name;           /* qw_forward_family */
+    float norm_offset;          /* norms scale by (offset + w): Gemma's RMSNorm uses 1 + w */
+    bool embed_scale;           /* embeddings times sqrt(hidden_size), rounded to the model dtype */
+    bool sandwich_norms;        /* Gemma 2/3: norms after attention and MLP too (post_attention,
+                                 * pre_feedforward, post_feedforward) */
+    bool fused_proj;            /* Phi-3: qkv_proj and gate_up_proj */
+    const char *act_key;        /* the config key naming the MLP activation (else hidden_act) */
+    bool gelu_is_tanh;          /* Gemma 1: the legacy "gelu" means the tanh approximation */
+    bool pre_attn_scalar;       /* scores scaled by query_pre_attn_scalar^-1/2, not head_dim's */
+    int64_t slide_period;       /* 0: the window, if any, on every layer; else without
+                                 * layer_types every period-th layer (1-based) is global */
+    bool local_rope;            /* sliding layers: unscaled rope with rope_local_base_freq */
+    bool moe_renorm;            /* Mixtral: the top-k routing weights always sum to 1 (the
+                                 * Qwen MoE families follow config.json's norm_topk_prob) */
+} fwd_family;
+
+static const fwd_family LLAMA_FAMILY = {NULL, "llama", 0.0f, false, false, false, "hidden_act",
+                                        false, false, 0, false, false};
+static const fwd_family FAMILIES[] = {
+    {"gemma", "gemma", 1.0f, true, false, false, "hidden_act", true, false, 0, false, false},
+    {"gemma2", "gemma2", 1.0f, true, true, false, "hidden_activation", false, true, 2, false,
+     false},
+    {"gemma3_text", "gemma3", 1.0f, true, true, false, "hidden_activation", false, true, 6, true,
+     false},
+    {"phi3", "phi3", 0.0f, false, false, true, "hidden_act", false, false, 0, false, false},
+    /* the llama layout with sparse MoE layers */
+    {"mixtral", "llama", 0.0f, false, false, false, "hidden_act", false, false, 0, false, true},
+};
+
 struct qw_forward {
     const qw_hf_view *view;
+    const fwd_family *fam;
     qw_hparams hp;
     int64_t head_dim, q_width, kv_width;
     float rms_eps;
     fwd_act act;
     int64_t sliding_window; /* 0: every earlier token is visible */
+    unsigned char *sliding; /* [n_layer]: whether the window applies; NULL: on every layer */
     float *inv_freq;        /* [head_dim / 2], rope scaling applied */
+    float *inv_freq_local;  /* sliding layers' (Gemma 3), or NULL */
+    float *inv_freq_long;   /* longrope beyond its original context, or NULL */
+    int64_t long_after;     /* longrope: sequences longer than this use inv_freq_long */
+    float rope_attn_factor; /* longrope: cos and sin are scaled by it (else 1) */
+    float embed_scale;      /* 0: none */
+    float attn_scale;
+    float attn_softcap, final_softcap; /* 0: none */
     const qw_hf_tensor *embed, *final_norm, *lm_head;
+    /* The pass's threads. OpenBLAS runs single-threaded and the work is split here instead:
+     * OpenBLAS's own threads spin between calls, competing for the cores with everything in
+     * between (attention, activations, the AWQ search's fake quantization). */
+    qw_pool *pool;
+    int n_threads;
 };
 
 /* ---- small helpers -------------------------------------------------------------------------- */
@@ -43,10 +94,51 @@ static qw_status oom(qw_error *err) {
     return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory in the forward pass");
 }
 
+/* ---- matrix products over the pool ---------------------------------------------------------- */
+
+typedef struct gemm_job {
+    bool trans_a, trans_b;
+    int64_t n, k;
+    float alpha;
+    const float *a;
+    int64_t lda;
+    const float *b;
+    int64_t ldb;
+    float beta;
+    float *c;
+    int64_t ldc;
+} gemm_job;
+
+/* rows [begin, end) of C; A's rows are its columns when transposed */
+static void gemm_rows(void *ctx, size_t begin, size_t end, int worker) {
+    (void)worker;
+    const gemm_job *j = ctx;
+    const int64_t r0 = (int64_t)begin, m = (int64_t)(end - begin);
+    const float *a = j->trans_a ? j->a + r0 : j->a + r0 * j->lda;
+    cblas_sgemm(CblasRowMajor, j->trans_a ? CblasTrans : CblasNoTrans,
+                j->trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)j->n, (int)j->k, j->alpha, a,
+                (int)j->lda, j->b, (int)j->ldb, j->beta, j->c + r0 * j->ldc, (int)j->ldc);
+}
+
+void qw_forward_gemm(const qw_forward *f, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                     int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                     int64_t ldb, float beta, float *c, int64_t ldc) {
+    gemm_job job = {trans_a, trans_b, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
+    /* one part per thread, in whole 16-row panels: each part big enough for the kernel */
+    const int64_t per = (m + f->n_threads - 1) / f->n_threads;
+    const int64_t grain = per < 16 ? 16 : (per + 15) / 16 * 16;
+    if (!f->pool || m <= grain) {
+        gemm_rows(&job, 0, (size_t)m, 0);
+        return;
+    }
+    qw_pool_run(f->pool, (size_t)m, (size_t)grain, gemm_rows, &job);
+}
+
 /* Y[n x n_out] = X[n x n_in] W^T (+ b) */
-void qw_linear_forward(const qw_linear *l, const float *x, int64_t n, float *y) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)l->n_out, (int)l->n_in,
-                1.0f, x, (int)l->n_in, l->w, (int)l->n_in, 0.0f, y, (int)l->n_out);
+void qw_linear_forward(const qw_forward *f, const qw_linear *l, const float *x, int64_t n,
+                       float *y) {
+    qw_forward_gemm(f, false, true, n, l->n_out, l->n_in, 1.0f, x, l->n_in, l->w, l->n_in, 0.0f,
+                    y, l->n_out);
     if (l->b) {
         for (int64_t i = 0; i < n; i++) {
             float *row = y + i * l->n_out;
@@ -82,18 +174,65 @@ static float activate(fwd_act act, float x) {
 
 /* ---- set-up --------------------------------------------------------------------------------- */
 
+/* inv = 1 / (factor_i * theta ^ (2i / head_dim)) into a new array (factors NULL: all 1) */
+static float *base_frequencies(const qw_forward *f, double theta, const float *factors) {
+    int64_t half = f->head_dim / 2;
+    float *inv = qw_malloc_array((size_t)half, sizeof *inv);
+    if (!inv) return NULL;
+    for (int64_t i = 0; i < half; i++) {
+        /* torch computes base ** (arange(0, dim, 2) / dim) in f32 and inverts it in f32 */
+        float expo = (float)(2 * i) / (float)f->head_dim;
+        inv[i] = factors ? 1.0f / (factors[i] * powf((float)theta, expo))
+                         : 1.0f / powf((float)theta, expo);
+    }
+    return inv;
+}
+
+/* Phi-3's longrope: short factors up to the original context, long ones beyond it, and cos/sin
+ * scaled by sqrt(1 + ln(factor) / ln(original context)) when the context was extended */
+static qw_status longrope_frequencies(qw_forward *f, double theta, qw_error *err) {
+    const qw_hparams *hp = &f->hp;
+    if (hp->n_rope_factors * 2 != f->head_dim || hp->longrope_orig_ctx <= 0) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "rope_scaling", -1,
+                          "config.json: longrope rope_scaling needs head_dim / 2 = %lld long and "
+                          "short factors and original_max_position_embeddings (it has %lld "
+                          "factors, original context %lld)",
+                          (long long)(f->head_dim / 2), (long long)hp->n_rope_factors,
+                          (long long)hp->longrope_orig_ctx);
+    }
+    const json_t *config = NULL;
+    QW_TRY(qw_hf_view_config(f->view, &config, err));
+    const json_t *rs = json_object_get(config, "rope_scaling");
+    double factor = 0.0, attn = 0.0;
+    bool has_factor = false, has_attn = false;
+    QW_TRY(qw_json_get_number(rs, "factor", "config.json", &factor, &has_factor, err));
+    QW_TRY(qw_json_get_number(rs, "attention_factor", "config.json", &attn, &has_attn, err));
+    const double orig = (double)hp->longrope_orig_ctx;
+    if (!has_factor) factor = (double)hp->n_ctx / orig;
+    if (!has_attn) attn = factor <= 1.0 ? 1.0 : sqrt(1.0 + log(factor) / log(orig));
+    f->rope_attn_factor = (float)attn;
+    f->long_after = hp->longrope_orig_ctx;
+    f->inv_freq = base_frequencies(f, theta, hp->rope_short_factor);
+    f->inv_freq_long = base_frequencies(f, theta, hp->rope_long_factor);
+    return f->inv_freq && f->inv_freq_long ? QW_OK : oom(err);
+}
+
 /* inv_freq as transformers' rope initialisation computes it, with the config's scaling */
 static qw_status rope_frequencies(qw_forward *f, qw_error *err) {
     const qw_hparams *hp = &f->hp;
     int64_t half = f->head_dim / 2;
     double theta = hp->has_rope_theta ? hp->rope_theta : 10000.0;
-    f->inv_freq = qw_malloc_array((size_t)half, sizeof *f->inv_freq);
-    if (!f->inv_freq) return oom(err);
-    for (int64_t i = 0; i < half; i++) {
-        /* torch computes base ** (arange(0, dim, 2) / dim) in f32 and inverts it in f32 */
-        float expo = (float)(2 * i) / (float)f->head_dim;
-        f->inv_freq[i] = 1.0f / powf((float)theta, expo);
+    f->rope_attn_factor = 1.0f;
+    if (f->fam->local_rope) { /* Gemma 3's sliding layers: their own base, never scaled */
+        f->inv_freq_local =
+            base_frequencies(f, hp->has_rope_theta_swa ? hp->rope_theta_swa : 10000.0, NULL);
+        if (!f->inv_freq_local) return oom(err);
     }
+    if (strcmp(hp->rope_type, "longrope") == 0 || strcmp(hp->rope_type, "su") == 0) {
+        return longrope_frequencies(f, theta, err);
+    }
+    f->inv_freq = base_frequencies(f, theta, NULL);
+    if (!f->inv_freq) return oom(err);
     if (!hp->rope_type[0] || strcmp(hp->rope_type, "default") == 0) return QW_OK;
     if (strcmp(hp->rope_type, "linear") == 0) {
         for (int64_t i = 0; i < half; i++) f->inv_freq[i] /= (float)hp->rope_factor;
@@ -119,7 +258,7 @@ static qw_status rope_frequencies(qw_forward *f, qw_error *err) {
     }
     return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "rope_scaling", -1,
                       "config.json: rope_scaling type \"%s\" is not supported by the forward "
-                      "pass (none, linear and llama3 are)",
+                      "pass (none, linear, llama3 and longrope are)",
                       hp->rope_type);
 }
 
@@ -132,6 +271,114 @@ static const qw_hf_tensor *find_tensor(const qw_hf_view *v, const char *name, bo
     return t;
 }
 
+/* The family row for config.json's model_type (the llama row for any other type). Gemma 3's
+ * multimodal type is refused: its text model sits under other tensor names; so is
+ * bidirectional attention. */
+static qw_status pick_family(const json_t *config, const fwd_family **out, qw_error *err) {
+    *out = &LLAMA_FAMILY;
+    const json_t *mt = json_object_get(config, "model_type");
+    const char *type = json_is_string(mt) ? json_string_value(mt) : "";
+    if (json_is_true(json_object_get(config, "use_bidirectional_attention"))) {
+        /* EmbeddingGemma-style encoders: not a causal decoder */
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "use_bidirectional_attention", -1,
+                          "config.json: use_bidirectional_attention is not supported by the "
+                          "forward pass (it runs causal decoders)");
+    }
+    if (strcmp(type, "gemma3") == 0) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "model_type", -1,
+                          "config.json: model_type \"gemma3\" (the multimodal Gemma 3) is not "
+                          "supported by the forward pass; the text-only gemma3_text is");
+    }
+    for (size_t i = 0; i < sizeof FAMILIES / sizeof FAMILIES[0]; i++) {
+        if (strcmp(type, FAMILIES[i].model_type) == 0) *out = &FAMILIES[i];
+    }
+    return QW_OK;
+}
+
+/* Which layers the sliding window masks: config.json's layer_types when given, else the
+ * family's period (Gemma 2: even layers; Gemma 3: all but every sliding_window_pattern-th) */
+static qw_status sliding_layers(qw_forward *f, const json_t *config, qw_error *err) {
+    const int64_t n = f->hp.n_layer;
+    f->sliding = qw_calloc((size_t)(n > 0 ? n : 1), 1);
+    if (!f->sliding) return oom(err);
+    const json_t *types = json_object_get(config, "layer_types");
+    if (json_is_array(types)) {
+        if ((int64_t)json_array_size(types) != n) {
+            return qw_fail_at(err, QW_ERR_CORRUPT, "layer_types", -1,
+                              "config.json: layer_types has %zu entries for %lld layers",
+                              json_array_size(types), (long long)n);
+        }
+        for (int64_t i = 0; i < n; i++) {
+            const char *t = json_string_value(json_array_get(types, (size_t)i));
+            if (!t || (strcmp(t, "sliding_attention") != 0 && strcmp(t, "full_attention") != 0)) {
+                return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "layer_types", -1,
+                                  "config.json: layer_types[%lld] is not \"sliding_attention\" "
+                                  "or \"full_attention\"", (long long)i);
+            }
+            f->sliding[i] = strcmp(t, "sliding_attention") == 0;
+        }
+        return QW_OK;
+    }
+    int64_t period = f->fam->slide_period;
+    if (f->hp.sliding_window_pattern > 0) period = f->hp.sliding_window_pattern;
+    for (int64_t i = 0; i < n; i++) f->sliding[i] = (i + 1) % period != 0;
+    return QW_OK;
+}
+
+/* Gemma's extras: the embedding scale in the model dtype (transformers multiplies by
+ * tensor(sqrt(hidden)).to(weight dtype)), the score scale and the soft caps */
+static qw_status family_scales(qw_forward *f, const json_t *config, qw_error *err) {
+    const qw_hparams *hp = &f->hp;
+    if (f->fam->embed_scale) {
+        float scale = (float)sqrt((double)hp->n_embd);
+        const qw_hf_tensor *e = qw_hf_view_find(f->view, "model.embed_tokens.weight");
+        if (e && e->raw && e->raw_type == QW_QTYPE_BF16) {
+            scale = qw_bf16_to_fp32(qw_fp32_to_bf16(scale));
+        } else if (e && e->raw && e->raw_type == QW_QTYPE_F16) {
+            scale = qw_fp16_to_fp32(qw_fp32_to_fp16(scale));
+        }
+        f->embed_scale = scale;
+    }
+    if (f->fam->pre_attn_scalar) {
+        double scalar = 256.0; /* transformers' Gemma2Config / Gemma3TextConfig default */
+        QW_TRY(qw_json_get_number(config, "query_pre_attn_scalar", "config.json", &scalar, NULL,
+                                  err));
+        if (!(scalar > 0.0)) {
+            return qw_fail_at(err, QW_ERR_CORRUPT, "query_pre_attn_scalar", -1,
+                              "config.json: query_pre_attn_scalar %g is not positive", scalar);
+        }
+        f->attn_scale = (float)pow(scalar, -0.5);
+    }
+    if (hp->has_attn_softcap) f->attn_softcap = (float)hp->attn_softcap;
+    if (hp->has_final_softcap) f->final_softcap = (float)hp->final_softcap;
+    if (f->attn_softcap < 0.0f || f->final_softcap < 0.0f) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "attn_logit_softcapping", -1,
+                          "config.json: a logit soft cap is negative");
+    }
+    return QW_OK;
+}
+
+/* the activation named by the family's key (hidden_act when absent) */
+static qw_status pick_activation(qw_forward *f, const json_t *config, qw_error *err) {
+    const json_t *act = json_object_get(config, f->fam->act_key);
+    const char *key = f->fam->act_key;
+    if (!json_is_string(act)) {
+        act = json_object_get(config, "hidden_act");
+        key = "hidden_act";
+    }
+    const char *name = json_is_string(act) ? json_string_value(act) : "silu";
+    if (f->fam->gelu_is_tanh && strcmp(name, "gelu") == 0) name = "gelu_pytorch_tanh";
+    size_t i = 0, n = sizeof ACTIVATIONS / sizeof ACTIVATIONS[0];
+    while (i < n && strcmp(ACTIVATIONS[i].name, name) != 0) i++;
+    if (i == n) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, key, -1,
+                          "config.json: %s \"%s\" is not supported by the forward pass", key,
+                          name);
+    }
+    f->act = ACTIVATIONS[i].act;
+    return QW_OK;
+}
+
 qw_status qw_forward_create(const qw_hf_view *view, int n_threads, qw_forward **out,
                             qw_error *err) {
     *out = NULL;
@@ -140,7 +387,8 @@ qw_status qw_forward_create(const qw_hf_view *view, int n_threads, qw_forward **
     qw_forward *f = qw_calloc(1, sizeof *f);
     if (!f) return oom(err);
     f->view = view;
-    qw_status st = qw_hparams_from_config(config, "config.json", &f->hp, err);
+    qw_status st = pick_family(config, &f->fam, err);
+    if (st == QW_OK) st = qw_hparams_from_config(config, "config.json", &f->hp, err);
     const qw_hparams *hp = &f->hp;
     if (st == QW_OK) {
         f->head_dim = hp->head_dim ? hp->head_dim : hp->n_embd / hp->n_head;
@@ -159,25 +407,18 @@ qw_status qw_forward_create(const qw_hf_view *view, int n_threads, qw_forward **
                             "forward pass", hp->partial_rotary_factor);
         }
     }
+    if (st == QW_OK) st = pick_activation(f, config, err);
     if (st == QW_OK) {
-        const json_t *act = json_object_get(config, "hidden_act");
-        const char *name = json_is_string(act) ? json_string_value(act) : "silu";
-        size_t i = 0, n = sizeof ACTIVATIONS / sizeof ACTIVATIONS[0];
-        while (i < n && strcmp(ACTIVATIONS[i].name, name) != 0) i++;
-        if (i == n) {
-            st = qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "hidden_act", -1,
-                            "config.json: hidden_act \"%s\" is not supported by the forward "
-                            "pass", name);
-        } else {
-            f->act = ACTIVATIONS[i].act;
-        }
+        f->attn_scale = 1.0f / sqrtf((float)f->head_dim);
+        st = family_scales(f, config, err);
     }
     if (st == QW_OK) {
         /* Mistral masks beyond its window; Qwen2/3 state a window but switch it off */
         const json_t *use = json_object_get(config, "use_sliding_window");
         if (hp->sliding_window > 0 && !json_is_false(use)) f->sliding_window = hp->sliding_window;
-        st = rope_frequencies(f, err);
+        if (f->fam->slide_period > 0) st = sliding_layers(f, config, err);
     }
+    if (st == QW_OK) st = rope_frequencies(f, err);
     f->embed = find_tensor(view, "model.embed_tokens.weight", true, &st, err);
     f->final_norm = find_tensor(view, "model.norm.weight", true, &st, err);
     f->lm_head = find_tensor(view, "lm_head.weight", false, &st, err);
@@ -190,7 +431,13 @@ qw_status qw_forward_create(const qw_hf_view *view, int n_threads, qw_forward **
         qw_forward_free(f);
         return st;
     }
-    if (n_threads > 0) openblas_set_num_threads(n_threads);
+    f->n_threads = n_threads > 0 ? n_threads : qw_cpu_count();
+    if (f->n_threads > 1) st = qw_pool_create(f->n_threads, &f->pool, err);
+    if (st != QW_OK) {
+        qw_forward_free(f);
+        return st;
+    }
+    openblas_set_num_threads(1);
     *out = f;
     return QW_OK;
 }
@@ -198,6 +445,10 @@ qw_status qw_forward_create(const qw_hf_view *view, int n_threads, qw_forward **
 void qw_forward_free(qw_forward *f) {
     if (!f) return;
     qw_free(f->inv_freq);
+    qw_free(f->inv_freq_local);
+    qw_free(f->inv_freq_long);
+    qw_free(f->sliding);
+    qw_pool_free(f->pool);
     qw_free(f);
 }
 
@@ -206,6 +457,8 @@ int64_t qw_forward_hidden(const qw_forward *f) { return f->hp.n_embd; }
 int64_t qw_forward_vocab(const qw_forward *f) { return f->lm_head->n_rows; }
 int64_t qw_forward_intermediate(const qw_forward *f) { return f->hp.n_ff; }
 int64_t qw_forward_q_width(const qw_forward *f) { return f->q_width; }
+const char *qw_forward_family(const qw_forward *f) { return f->fam->name; }
+float qw_forward_norm_offset(const qw_forward *f) { return f->fam->norm_offset; }
 
 qw_status qw_forward_embed(const qw_forward *f, const int32_t *ids, int64_t n_tokens,
                            float *hidden, qw_error *err) {
@@ -215,7 +468,11 @@ qw_status qw_forward_embed(const qw_forward *f, const int32_t *ids, int64_t n_to
                            "token id %d at position %lld is outside the vocabulary of %lld",
                            ids[i], (long long)i, (long long)f->embed->n_rows);
         }
-        QW_TRY(qw_hf_tensor_read_f32(f->embed, ids[i], 1, hidden + i * f->hp.n_embd, err));
+        float *row = hidden + i * f->hp.n_embd;
+        QW_TRY(qw_hf_tensor_read_f32(f->embed, ids[i], 1, row, err));
+        if (f->embed_scale != 0.0f) {
+            for (int64_t j = 0; j < f->hp.n_embd; j++) row[j] *= f->embed_scale;
+        }
     }
     return QW_OK;
 }
@@ -253,13 +510,99 @@ static qw_status load_f32(const qw_forward *f, const char *name, int64_t n_out, 
 
 static qw_status load_linear(const qw_forward *f, int64_t layer, const char *module,
                              int64_t n_out, int64_t n_in, qw_linear *l, qw_error *err) {
-    char name[160];
+    char name[256];
     l->n_out = n_out;
     l->n_in = n_in;
-    snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)layer, module);
+    /* module names come from the tables here, far shorter than the buffer */
+    if (snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)layer, module) >=
+        (int)sizeof name) {
+        return qw_fail(err, QW_ERR_INTERNAL, "tensor name of %s too long", module);
+    }
     QW_TRY(load_f32(f, name, n_out, n_in, true, &l->w, err));
     snprintf(name, sizeof name, "model.layers.%lld.%s.bias", (long long)layer, module);
     return load_f32(f, name, n_out, 0, false, &l->b, err);
+}
+
+static void moe_free(qw_moe *m);
+
+/* The tensor names of a sparse layer's MLP, per checkpoint layout: which one a layer uses (or
+ * none: a dense layer, as mlp_only_layers / decoder_sparse_step make them) is read from the
+ * router tensor present, as the other blocks' extras are. */
+static const struct {
+    const char *prefix;                        /* after "model.layers.<L>." */
+    const char *gate, *up, *down;              /* an expert's linears */
+} MOE_LAYOUTS[] = {
+    {"block_sparse_moe", "w1", "w3", "w2"},      /* Mixtral */
+    {"mlp", "gate_proj", "up_proj", "down_proj"}, /* Qwen2-MoE, Qwen3-MoE */
+};
+
+static qw_status load_expert(const qw_forward *f, int64_t layer, const char *prefix,
+                             size_t layout, int64_t ff, qw_expert *e, qw_error *err) {
+    char module[160];
+    const int64_t d = f->hp.n_embd;
+    snprintf(module, sizeof module, "%s.%s", prefix, MOE_LAYOUTS[layout].gate);
+    QW_TRY(load_linear(f, layer, module, ff, d, &e->gate, err));
+    snprintf(module, sizeof module, "%s.%s", prefix, MOE_LAYOUTS[layout].up);
+    QW_TRY(load_linear(f, layer, module, ff, d, &e->up, err));
+    snprintf(module, sizeof module, "%s.%s", prefix, MOE_LAYOUTS[layout].down);
+    return load_linear(f, layer, module, d, ff, &e->down, err);
+}
+
+static qw_status load_moe(const qw_forward *f, int64_t layer, qw_moe **out, qw_error *err) {
+    *out = NULL;
+    const qw_hparams *hp = &f->hp;
+    char name[160];
+    size_t layout = 0;
+    const size_t n_layouts = sizeof MOE_LAYOUTS / sizeof MOE_LAYOUTS[0];
+    for (; layout < n_layouts; layout++) {
+        snprintf(name, sizeof name, "model.layers.%lld.%s.gate.weight", (long long)layer,
+                 MOE_LAYOUTS[layout].prefix);
+        if (qw_hf_view_find(f->view, name)) break;
+    }
+    if (layout == n_layouts) return QW_OK; /* dense */
+    if (hp->n_expert <= 0 || hp->n_expert_used <= 0 || hp->n_expert_used > hp->n_expert) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, name, -1,
+                          "%s: a router, but config.json gives %lld experts with %lld used per "
+                          "token", name, (long long)hp->n_expert, (long long)hp->n_expert_used);
+    }
+    qw_moe *m = qw_calloc(1, sizeof *m);
+    if (!m) return oom(err);
+    m->n_expert = hp->n_expert;
+    m->n_used = hp->n_expert_used;
+    m->renorm = f->fam->moe_renorm || hp->norm_topk_prob == QW_TOPK_NORM_ON;
+    const char *prefix = MOE_LAYOUTS[layout].prefix;
+    const int64_t d = hp->n_embd, ff = hp->n_ff_exp > 0 ? hp->n_ff_exp : hp->n_ff;
+    char module[160];
+    snprintf(module, sizeof module, "%s.gate", prefix);
+    qw_status st = load_linear(f, layer, module, m->n_expert, d, &m->router, err);
+    m->experts = st == QW_OK ? qw_calloc((size_t)m->n_expert, sizeof *m->experts) : NULL;
+    if (st == QW_OK && !m->experts) st = oom(err);
+    for (int64_t e = 0; st == QW_OK && e < m->n_expert; e++) {
+        snprintf(module, sizeof module, "%s.experts.%lld", prefix, (long long)e);
+        st = load_expert(f, layer, module, layout, ff, &m->experts[e], err);
+    }
+    /* Qwen2-MoE's shared expert, present whenever its gate is */
+    snprintf(name, sizeof name, "model.layers.%lld.%s.shared_expert_gate.weight",
+             (long long)layer, prefix);
+    if (st == QW_OK && qw_hf_view_find(f->view, name)) {
+        if (hp->n_ff_shexp <= 0) {
+            st = qw_fail_at(err, QW_ERR_CORRUPT, "shared_expert_intermediate_size", -1,
+                            "config.json: %s is present but shared_expert_intermediate_size is "
+                            "not", name);
+        }
+        snprintf(module, sizeof module, "%s.shared_expert_gate", prefix);
+        if (st == QW_OK) st = load_linear(f, layer, module, 1, d, &m->shared_gate, err);
+        snprintf(module, sizeof module, "%s.shared_expert", prefix);
+        if (st == QW_OK) {
+            st = load_expert(f, layer, module, layout, hp->n_ff_shexp, &m->shared, err);
+        }
+    }
+    if (st != QW_OK) {
+        moe_free(m);
+        return st;
+    }
+    *out = m;
+    return QW_OK;
 }
 
 qw_status qw_block_load(const qw_forward *f, int64_t layer, qw_block **out, qw_error *err) {
@@ -279,47 +622,79 @@ qw_status qw_block_load(const qw_forward *f, int64_t layer, qw_block **out, qw_e
         size_t field; /* offset of the float * in qw_block */
         bool per_head; /* [head_dim] rather than [hidden] */
         bool required;
+        bool sandwich; /* only in the sandwich-norm families, and required there */
     } NORMS[] = {
-        {"input_layernorm", offsetof(qw_block, attn_norm), false, true},
-        {"post_attention_layernorm", offsetof(qw_block, ffn_norm), false, true},
-        {"self_attn.q_norm", offsetof(qw_block, q_norm), true, false},
-        {"self_attn.k_norm", offsetof(qw_block, k_norm), true, false},
+        {"input_layernorm", offsetof(qw_block, attn_norm), false, true, false},
+        {"post_attention_layernorm", offsetof(qw_block, ffn_norm), false, true, false},
+        {"pre_feedforward_layernorm", offsetof(qw_block, pre_ffn_norm), false, true, true},
+        {"post_feedforward_layernorm", offsetof(qw_block, post_ffn_norm), false, true, true},
+        {"self_attn.q_norm", offsetof(qw_block, q_norm), true, false, false},
+        {"self_attn.k_norm", offsetof(qw_block, k_norm), true, false, false},
     };
     for (size_t i = 0; st == QW_OK && i < sizeof NORMS / sizeof NORMS[0]; i++) {
+        if (NORMS[i].sandwich && !f->fam->sandwich_norms) continue;
         snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)layer,
                  NORMS[i].suffix);
         float **field = (float **)((char *)b + NORMS[i].field);
-        st = load_f32(f, name, NORMS[i].per_head ? f->head_dim : d, 0, NORMS[i].required, field,
-                      err);
+        const int64_t n = NORMS[i].per_head ? f->head_dim : d;
+        st = load_f32(f, name, n, 0, NORMS[i].required, field, err);
+        /* Gemma: 1 + w in f32, as GemmaRMSNorm computes (1.0 + weight.float()) */
+        if (st == QW_OK && *field && f->fam->norm_offset != 0.0f) {
+            for (int64_t j = 0; j < n; j++) (*field)[j] += f->fam->norm_offset;
+        }
     }
     if (st == QW_OK && !b->q_norm != !b->k_norm) {
         st = qw_fail(err, QW_ERR_CORRUPT, "layer %lld has a q_norm or a k_norm but not both",
                      (long long)layer);
     }
+    /* fused: Phi-3's tensors, whose rows are the parts' rows one after the other; a part
+     * (q/k/v, gate/up) then views its rows of the fused one */
+    enum { SEPARATE = 1, FUSED = 2, PART = 4 };
     static const struct {
         const char *module;
         size_t field;
-        char n_out, n_in; /* 'd' hidden, 'q' q width, 'k' kv width, 'f' intermediate */
+        char n_out, n_in; /* 'd' hidden, 'q' q width, 'k' kv width, 'f' intermediate,
+                           * 'Q' q + 2 kv widths, 'F' 2 intermediate */
+        int kind;         /* SEPARATE: in every family; FUSED / PART: by fused_proj */
+        size_t whole;     /* PART: the fused linear it is part of */
     } LINEARS[] = {
-        {"self_attn.q_proj", offsetof(qw_block, q), 'q', 'd'},
-        {"self_attn.k_proj", offsetof(qw_block, k), 'k', 'd'},
-        {"self_attn.v_proj", offsetof(qw_block, v), 'k', 'd'},
-        {"self_attn.o_proj", offsetof(qw_block, o), 'd', 'q'},
-        {"mlp.gate_proj", offsetof(qw_block, gate), 'f', 'd'},
-        {"mlp.up_proj", offsetof(qw_block, up), 'f', 'd'},
-        {"mlp.down_proj", offsetof(qw_block, down), 'd', 'f'},
+        {"self_attn.qkv_proj", offsetof(qw_block, qkv), 'Q', 'd', FUSED, 0},
+        {"self_attn.q_proj", offsetof(qw_block, q), 'q', 'd', PART, offsetof(qw_block, qkv)},
+        {"self_attn.k_proj", offsetof(qw_block, k), 'k', 'd', PART, offsetof(qw_block, qkv)},
+        {"self_attn.v_proj", offsetof(qw_block, v), 'k', 'd', PART, offsetof(qw_block, qkv)},
+        {"self_attn.o_proj", offsetof(qw_block, o), 'd', 'q', SEPARATE, 0},
+        {"mlp.gate_up_proj", offsetof(qw_block, gate_up), 'F', 'd', FUSED, 0},
+        {"mlp.gate_proj", offsetof(qw_block, gate), 'f', 'd', PART, offsetof(qw_block, gate_up)},
+        {"mlp.up_proj", offsetof(qw_block, up), 'f', 'd', PART, offsetof(qw_block, gate_up)},
+        {"mlp.down_proj", offsetof(qw_block, down), 'd', 'f', SEPARATE, 0},
     };
+    /* a sparse layer's MLP is its experts (a MoE model's dense layers keep mlp.*_proj) */
+    if (st == QW_OK) st = load_moe(f, layer, &b->moe, err);
+    int64_t row_in_whole = 0; /* first row of the next part in its fused linear */
     for (size_t i = 0; st == QW_OK && i < sizeof LINEARS / sizeof LINEARS[0]; i++) {
+        const bool fused = f->fam->fused_proj;
+        if (LINEARS[i].kind == FUSED && !fused) continue;
+        if (b->moe && strncmp(LINEARS[i].module, "mlp.", 4) == 0) continue;
         int64_t dims[2];
         const char which[2] = {LINEARS[i].n_out, LINEARS[i].n_in};
         for (int k = 0; k < 2; k++) {
             dims[k] = which[k] == 'd'   ? d
                       : which[k] == 'q' ? f->q_width
                       : which[k] == 'k' ? f->kv_width
+                      : which[k] == 'Q' ? f->q_width + 2 * f->kv_width
+                      : which[k] == 'F' ? 2 * ff
                                         : ff;
         }
-        st = load_linear(f, layer, LINEARS[i].module, dims[0], dims[1],
-                         (qw_linear *)((char *)b + LINEARS[i].field), err);
+        qw_linear *l = (qw_linear *)((char *)b + LINEARS[i].field);
+        if (LINEARS[i].kind == FUSED) row_in_whole = 0;
+        if (LINEARS[i].kind == PART && fused) {
+            const qw_linear *whole = (const qw_linear *)((const char *)b + LINEARS[i].whole);
+            *l = (qw_linear){whole->w + row_in_whole * dims[1],
+                             whole->b ? whole->b + row_in_whole : NULL, dims[0], dims[1]};
+            row_in_whole += dims[0];
+            continue;
+        }
+        st = load_linear(f, layer, LINEARS[i].module, dims[0], dims[1], l, err);
     }
     if (st != QW_OK) {
         qw_block_free(b);
@@ -334,29 +709,71 @@ static void linear_free(qw_linear *l) {
     qw_free(l->b);
 }
 
+static void expert_free(qw_expert *e) {
+    linear_free(&e->gate);
+    linear_free(&e->up);
+    linear_free(&e->down);
+}
+
+static void moe_free(qw_moe *m) {
+    if (!m) return;
+    linear_free(&m->router);
+    for (int64_t e = 0; m->experts && e < m->n_expert; e++) expert_free(&m->experts[e]);
+    qw_free(m->experts);
+    expert_free(&m->shared);
+    linear_free(&m->shared_gate);
+    qw_free(m);
+}
+
 void qw_block_free(qw_block *b) {
     if (!b) return;
     qw_free(b->attn_norm);
     qw_free(b->ffn_norm);
+    qw_free(b->pre_ffn_norm);
+    qw_free(b->post_ffn_norm);
     qw_free(b->q_norm);
     qw_free(b->k_norm);
-    qw_linear *ls[] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
+    /* the parts of a loaded fused linear are views of it */
+    const bool qkv_fused = b->qkv.w != NULL, gate_up_fused = b->gate_up.w != NULL;
+    qw_linear *ls[] = {&b->o, &b->down, &b->qkv, &b->gate_up};
     for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) linear_free(ls[i]);
+    qw_linear *parts[] = {&b->q, &b->k, &b->v, &b->gate, &b->up};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        if (!(i < 3 ? qkv_fused : gate_up_fused)) linear_free(parts[i]);
+    }
+    moe_free(b->moe);
     qw_free(b);
 }
 
 /* ---- attention ------------------------------------------------------------------------------ */
 
+/* The frequencies a layer's RoPE uses over sequences of seq_len tokens */
+static const float *layer_frequencies(const qw_forward *f, int64_t layer, int64_t seq_len) {
+    if (f->inv_freq_local && f->sliding && f->sliding[layer]) return f->inv_freq_local;
+    if (f->inv_freq_long && seq_len > f->long_after) return f->inv_freq_long;
+    return f->inv_freq;
+}
+
+/* how many tokens back a layer sees (0: all) */
+static int64_t layer_window(const qw_forward *f, int64_t layer) {
+    return f->sliding && !f->sliding[layer] ? 0 : f->sliding_window;
+}
+
 /* rotate-half RoPE on every head of n rows of `width` floats, positions restarting each seq */
-static void apply_rope(const qw_forward *f, float *x, int64_t n_seq, int64_t seq_len,
-                       int64_t width, float *cos_sin) {
+static void apply_rope(const qw_forward *f, const float *inv_freq, float *x, int64_t n_seq,
+                       int64_t seq_len, int64_t width, float *cos_sin) {
     const int64_t half = f->head_dim / 2, n_heads = width / f->head_dim;
     for (int64_t pos = 0; pos < seq_len; pos++) {
         for (int64_t i = 0; i < half; i++) {
-            /* transformers multiplies position by inv_freq in f32, then cos/sin of that */
-            float angle = (float)pos * f->inv_freq[i];
+            /* transformers multiplies position by inv_freq in f32, then cos/sin of that
+             * (times longrope's attention factor, 1 otherwise) */
+            float angle = (float)pos * inv_freq[i];
             cos_sin[2 * i] = cosf(angle);
             cos_sin[2 * i + 1] = sinf(angle);
+            if (f->rope_attn_factor != 1.0f) {
+                cos_sin[2 * i] *= f->rope_attn_factor;
+                cos_sin[2 * i + 1] *= f->rope_attn_factor;
+            }
         }
         for (int64_t s = 0; s < n_seq; s++) {
             float *row = x + (s * seq_len + pos) * width;
@@ -373,10 +790,14 @@ static void apply_rope(const qw_forward *f, float *x, int64_t n_seq, int64_t seq
     }
 }
 
-static void softmax_causal(float *scores, int64_t seq_len, int64_t window) {
+/* softcap > 0: scores become tanh(score / cap) * cap first (Gemma 2) */
+static void softmax_causal(float *scores, int64_t seq_len, int64_t window, float softcap) {
     for (int64_t i = 0; i < seq_len; i++) {
         float *row = scores + i * seq_len;
         int64_t first = window > 0 && i >= window ? i - window + 1 : 0;
+        if (softcap > 0.0f) {
+            for (int64_t j = first; j <= i; j++) row[j] = tanhf(row[j] / softcap) * softcap;
+        }
         float max = -INFINITY;
         for (int64_t j = first; j <= i; j++) max = row[j] > max ? row[j] : max;
         float sum = 0.0f;
@@ -389,46 +810,69 @@ static void softmax_causal(float *scores, int64_t seq_len, int64_t window) {
     }
 }
 
+/* softmax(q k^T * scale) v for one (sequence, head) per item, items split over the pool; each
+ * thread has its own score matrix */
+typedef struct attention_job {
+    const qw_forward *f;
+    int64_t seq_len, window;
+    const float *q, *k, *v;
+    float *ctx;
+    float *scores; /* [threads][seq_len][seq_len] */
+} attention_job;
+
+static void attention_heads(void *arg, size_t begin, size_t end, int worker) {
+    const attention_job *j = arg;
+    const qw_forward *f = j->f;
+    const int64_t seq_len = j->seq_len, hd = f->head_dim;
+    const int64_t group = f->hp.n_head / f->hp.n_head_kv;
+    float *scores = j->scores + (int64_t)worker * seq_len * seq_len;
+    for (size_t item = begin; item < end; item++) {
+        const int64_t s = (int64_t)item / f->hp.n_head, h = (int64_t)item % f->hp.n_head;
+        const int64_t g = h / group;
+        const float *qh = j->q + s * seq_len * f->q_width + h * hd;
+        const float *kh = j->k + s * seq_len * f->kv_width + g * hd;
+        const float *vh = j->v + s * seq_len * f->kv_width + g * hd;
+        float *ch = j->ctx + s * seq_len * f->q_width + h * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)seq_len, (int)seq_len, (int)hd,
+                    f->attn_scale, qh, (int)f->q_width, kh, (int)f->kv_width, 0.0f, scores,
+                    (int)seq_len);
+        softmax_causal(scores, seq_len, j->window, f->attn_softcap);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)seq_len, (int)hd,
+                    (int)seq_len, 1.0f, scores, (int)seq_len, vh, (int)f->kv_width, 0.0f, ch,
+                    (int)f->q_width);
+    }
+}
+
 qw_status qw_block_attention(const qw_forward *f, const qw_block *b, const float *normed,
                              int64_t n_seq, int64_t seq_len, float *out, float *o_in,
                              qw_error *err) {
     const int64_t n = n_seq * seq_len, hd = f->head_dim;
-    const int64_t group = f->hp.n_head / f->hp.n_head_kv;
     float *q = qw_malloc_array((size_t)(n * f->q_width), sizeof *q);
     float *k = qw_malloc_array((size_t)(n * f->kv_width), sizeof *k);
     float *v = qw_malloc_array((size_t)(n * f->kv_width), sizeof *v);
-    float *scores = qw_malloc_array((size_t)(seq_len * seq_len), sizeof *scores);
+    float *scores = qw_malloc_array((size_t)(f->n_threads * seq_len * seq_len), sizeof *scores);
     float *ctx = o_in ? o_in : qw_malloc_array((size_t)(n * f->q_width), sizeof *ctx);
     float *cos_sin = qw_malloc_array((size_t)hd, sizeof *cos_sin);
     qw_status st = q && k && v && scores && ctx && cos_sin ? QW_OK : oom(err);
     if (st == QW_OK) {
-        qw_linear_forward(&b->q, normed, n, q);
-        qw_linear_forward(&b->k, normed, n, k);
-        qw_linear_forward(&b->v, normed, n, v);
-        if (b->q_norm) { /* Qwen3: RMSNorm over each head before RoPE */
+        qw_linear_forward(f, &b->q, normed, n, q);
+        qw_linear_forward(f, &b->k, normed, n, k);
+        qw_linear_forward(f, &b->v, normed, n, v);
+        if (b->q_norm) { /* Qwen3, Gemma 3: RMSNorm over each head before RoPE */
             rms_norm(q, b->q_norm, n * f->hp.n_head, hd, f->rms_eps, q);
             rms_norm(k, b->k_norm, n * f->hp.n_head_kv, hd, f->rms_eps, k);
         }
-        apply_rope(f, q, n_seq, seq_len, f->q_width, cos_sin);
-        apply_rope(f, k, n_seq, seq_len, f->kv_width, cos_sin);
-        const float scale = 1.0f / sqrtf((float)hd);
-        for (int64_t s = 0; s < n_seq; s++) {
-            for (int64_t h = 0; h < f->hp.n_head; h++) {
-                const int64_t g = h / group;
-                const float *qh = q + s * seq_len * f->q_width + h * hd;
-                const float *kh = k + s * seq_len * f->kv_width + g * hd;
-                const float *vh = v + s * seq_len * f->kv_width + g * hd;
-                float *ch = ctx + s * seq_len * f->q_width + h * hd;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)seq_len, (int)seq_len,
-                            (int)hd, scale, qh, (int)f->q_width, kh, (int)f->kv_width, 0.0f,
-                            scores, (int)seq_len);
-                softmax_causal(scores, seq_len, f->sliding_window);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)seq_len, (int)hd,
-                            (int)seq_len, 1.0f, scores, (int)seq_len, vh, (int)f->kv_width, 0.0f,
-                            ch, (int)f->q_width);
-            }
+        const float *inv_freq = layer_frequencies(f, b->layer, seq_len);
+        apply_rope(f, inv_freq, q, n_seq, seq_len, f->q_width, cos_sin);
+        apply_rope(f, inv_freq, k, n_seq, seq_len, f->kv_width, cos_sin);
+        attention_job job = {f, seq_len, layer_window(f, b->layer), q, k, v, ctx, scores};
+        const size_t items = (size_t)(n_seq * f->hp.n_head);
+        if (f->pool) {
+            qw_pool_run(f->pool, items, 1, attention_heads, &job);
+        } else {
+            attention_heads(&job, 0, items, 0);
         }
-        qw_linear_forward(&b->o, ctx, n, out);
+        qw_linear_forward(f, &b->o, ctx, n, out);
     }
     qw_free(q);
     qw_free(k);
@@ -439,9 +883,25 @@ qw_status qw_block_attention(const qw_forward *f, const qw_block *b, const float
     return st;
 }
 
-qw_status qw_block_mlp(const qw_forward *f, const qw_block *b, const float *normed,
-                       int64_t n_tokens, float *out, float *down_in, qw_error *err) {
-    const int64_t ff = b->gate.n_out;
+/* gate := act(gate) * up, rows split over the pool */
+typedef struct gated_job {
+    fwd_act act;
+    int64_t width;
+    float *gate;
+    const float *up;
+} gated_job;
+
+static void gated_rows(void *arg, size_t begin, size_t end, int worker) {
+    (void)worker;
+    const gated_job *j = arg;
+    for (int64_t i = (int64_t)begin * j->width; i < (int64_t)end * j->width; i++) {
+        j->gate[i] = activate(j->act, j->gate[i]) * j->up[i];
+    }
+}
+
+qw_status qw_mlp_forward(const qw_forward *f, const qw_expert *e, const float *normed,
+                         int64_t n_tokens, float *out, float *down_in, qw_error *err) {
+    const int64_t ff = e->gate.n_out; /* a dense block's MLP or an expert */
     float *gate = qw_malloc_array((size_t)(n_tokens * ff), sizeof *gate);
     float *up = qw_malloc_array((size_t)(n_tokens * ff), sizeof *up);
     if (!gate || !up) {
@@ -449,14 +909,113 @@ qw_status qw_block_mlp(const qw_forward *f, const qw_block *b, const float *norm
         qw_free(up);
         return oom(err);
     }
-    qw_linear_forward(&b->gate, normed, n_tokens, gate);
-    qw_linear_forward(&b->up, normed, n_tokens, up);
-    for (int64_t i = 0; i < n_tokens * ff; i++) gate[i] = activate(f->act, gate[i]) * up[i];
+    qw_linear_forward(f, &e->gate, normed, n_tokens, gate);
+    qw_linear_forward(f, &e->up, normed, n_tokens, up);
+    gated_job job = {f->act, ff, gate, up};
+    if (f->pool) {
+        qw_pool_run(f->pool, (size_t)n_tokens, 64, gated_rows, &job);
+    } else {
+        gated_rows(&job, 0, (size_t)n_tokens, 0);
+    }
     if (down_in) memcpy(down_in, gate, (size_t)(n_tokens * ff) * sizeof *gate);
-    qw_linear_forward(&b->down, gate, n_tokens, out);
+    qw_linear_forward(f, &e->down, gate, n_tokens, out);
     qw_free(gate);
     qw_free(up);
     return QW_OK;
+}
+
+qw_status qw_moe_route(const qw_forward *f, const qw_moe *m, const float *normed, int64_t n,
+                       int32_t *ids, float *weights, qw_error *err) {
+    const int64_t ne = m->n_expert, k = m->n_used;
+    float *probs = qw_malloc_array((size_t)(n * ne), sizeof *probs);
+    if (!probs) return oom(err);
+    qw_linear_forward(f, &m->router, normed, n, probs);
+    for (int64_t t = 0; t < n; t++) {
+        float *p = probs + t * ne;
+        float max = -INFINITY, sum = 0.0f;
+        for (int64_t e = 0; e < ne; e++) max = p[e] > max ? p[e] : max;
+        for (int64_t e = 0; e < ne; e++) {
+            p[e] = expf(p[e] - max);
+            sum += p[e];
+        }
+        for (int64_t e = 0; e < ne; e++) p[e] /= sum;
+        /* the k largest, largest first; the lower expert first among equals, as torch.topk */
+        float top_sum = 0.0f;
+        for (int64_t j = 0; j < k; j++) {
+            int64_t best = -1;
+            for (int64_t e = 0; e < ne; e++) {
+                bool taken = false;
+                for (int64_t i = 0; i < j && !taken; i++) taken = ids[t * k + i] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = e;
+            }
+            ids[t * k + j] = (int32_t)best;
+            weights[t * k + j] = p[best];
+            top_sum += p[best];
+        }
+        if (m->renorm) {
+            for (int64_t j = 0; j < k; j++) weights[t * k + j] /= top_sum;
+        }
+    }
+    qw_free(probs);
+    return QW_OK;
+}
+
+/* out = the sparse MoE block on n rows of normed input */
+static qw_status moe_forward(const qw_forward *f, const qw_moe *m, const float *normed,
+                             int64_t n, float *out, qw_error *err) {
+    const int64_t d = f->hp.n_embd, k = m->n_used;
+    int32_t *ids = qw_malloc_array((size_t)(n * k), sizeof *ids);
+    float *weights = qw_malloc_array((size_t)(n * k), sizeof *weights);
+    int64_t *rows = qw_malloc_array((size_t)n, sizeof *rows);
+    float *row_w = qw_malloc_array((size_t)n, sizeof *row_w);
+    float *x = qw_malloc_array((size_t)(n * d), sizeof *x);
+    float *y = qw_malloc_array((size_t)(n * d), sizeof *y);
+    qw_status st = ids && weights && rows && row_w && x && y ? QW_OK : oom(err);
+    if (st == QW_OK) st = qw_moe_route(f, m, normed, n, ids, weights, err);
+    if (st == QW_OK) memset(out, 0, (size_t)(n * d) * sizeof *out);
+    for (int64_t e = 0; st == QW_OK && e < m->n_expert; e++) {
+        /* gather the tokens routed to e, run e on them, add back weighted */
+        int64_t count = 0;
+        for (int64_t t = 0; t < n; t++) {
+            for (int64_t j = 0; j < k; j++) {
+                if (ids[t * k + j] != e) continue;
+                rows[count] = t;
+                row_w[count] = weights[t * k + j];
+                memcpy(x + count * d, normed + t * d, (size_t)d * sizeof *x);
+                count++;
+            }
+        }
+        if (count == 0) continue;
+        st = qw_mlp_forward(f, &m->experts[e], x, count, y, NULL, err);
+        for (int64_t i = 0; st == QW_OK && i < count; i++) {
+            float *o = out + rows[i] * d;
+            const float *yi = y + i * d;
+            for (int64_t c = 0; c < d; c++) o[c] += yi[c] * row_w[i];
+        }
+    }
+    if (st == QW_OK && m->shared.gate.w) {
+        float *gate = row_w; /* n values: sigmoid(shared_expert_gate x) */
+        st = qw_mlp_forward(f, &m->shared, normed, n, y, NULL, err);
+        if (st == QW_OK) qw_linear_forward(f, &m->shared_gate, normed, n, gate);
+        for (int64_t t = 0; st == QW_OK && t < n; t++) {
+            const float g = 1.0f / (1.0f + expf(-gate[t]));
+            for (int64_t c = 0; c < d; c++) out[t * d + c] += g * y[t * d + c];
+        }
+    }
+    qw_free(ids);
+    qw_free(weights);
+    qw_free(rows);
+    qw_free(row_w);
+    qw_free(x);
+    qw_free(y);
+    return st;
+}
+
+qw_status qw_block_mlp(const qw_forward *f, const qw_block *b, const float *normed,
+                       int64_t n_tokens, float *out, float *down_in, qw_error *err) {
+    if (b->moe) return moe_forward(f, b->moe, normed, n_tokens, out, err);
+    const qw_expert dense = {b->gate, b->up, b->down};
+    return qw_mlp_forward(f, &dense, normed, n_tokens, out, down_in, err);
 }
 
 qw_status qw_block_forward(const qw_forward *f, const qw_block *b, float *hidden, int64_t n_seq,
@@ -476,13 +1035,18 @@ qw_status qw_block_forward(const qw_forward *f, const qw_block *b, float *hidden
         if (taps->attn_in) memcpy(taps->attn_in, normed, (size_t)(n * d) * sizeof *normed);
         st = qw_block_attention(f, b, normed, n_seq, seq_len, delta, taps->o_in, err);
     }
+    /* Gemma 2/3 normalize each sub-layer's output before the residual add, and the MLP's
+     * input with pre_feedforward_layernorm; the others use post_attention_layernorm there */
+    const bool sandwich = f->fam->sandwich_norms;
     if (st == QW_OK) {
+        if (sandwich) rms_norm(delta, b->ffn_norm, n, d, f->rms_eps, delta);
         for (int64_t i = 0; i < n * d; i++) hidden[i] += delta[i];
-        rms_norm(hidden, b->ffn_norm, n, d, f->rms_eps, normed);
+        rms_norm(hidden, sandwich ? b->pre_ffn_norm : b->ffn_norm, n, d, f->rms_eps, normed);
         if (taps->mlp_in) memcpy(taps->mlp_in, normed, (size_t)(n * d) * sizeof *normed);
         st = qw_block_mlp(f, b, normed, n, delta, taps->down_in, err);
     }
     if (st == QW_OK) {
+        if (sandwich) rms_norm(delta, b->post_ffn_norm, n, d, f->rms_eps, delta);
         for (int64_t i = 0; i < n * d; i++) hidden[i] += delta[i];
     }
     qw_free(normed);
@@ -507,13 +1071,22 @@ qw_status qw_forward_logits(const qw_forward *f, float *hidden, int64_t n_tokens
                         "model.norm.weight has %lld values for hidden size %lld",
                         (long long)f->final_norm->ne[0], (long long)d);
     }
-    if (st == QW_OK) rms_norm(hidden, norm, n_tokens, d, f->rms_eps, hidden);
+    if (st == QW_OK) {
+        if (f->fam->norm_offset != 0.0f) { /* Gemma: 1 + w */
+            for (int64_t j = 0; j < d; j++) norm[j] += f->fam->norm_offset;
+        }
+        rms_norm(hidden, norm, n_tokens, d, f->rms_eps, hidden);
+    }
     for (int64_t r0 = 0; st == QW_OK && r0 < vocab; r0 += HEAD_SLICE_ROWS) {
         int64_t rows = vocab - r0 < HEAD_SLICE_ROWS ? vocab - r0 : HEAD_SLICE_ROWS;
         st = qw_hf_tensor_read_f32(f->lm_head, r0, rows, slice, err);
         if (st != QW_OK) break;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tokens, (int)rows, (int)d,
-                    1.0f, hidden, (int)d, slice, (int)d, 0.0f, logits + r0, (int)vocab);
+        qw_forward_gemm(f, false, true, n_tokens, rows, d, 1.0f, hidden, d, slice, d, 0.0f,
+                        logits + r0, vocab);
+    }
+    if (st == QW_OK && f->final_softcap > 0.0f) { /* Gemma 2: tanh(logit / cap) * cap */
+        const float cap = f->final_softcap;
+        for (int64_t i = 0; i < n_tokens * vocab; i++) logits[i] = tanhf(logits[i] / cap) * cap;
     }
     qw_free(norm);
     qw_free(slice);

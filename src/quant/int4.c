@@ -84,23 +84,42 @@ void qw_int4_dequantize_row(const qw_int4_scheme *s, const int8_t *codes, const 
     }
 }
 
+/* x rounded to dtype; called with a constant dtype in each loop below, so that the compiler
+ * gives every dtype its own branch-free (vectorizable) loop */
+static inline float round_to(qw_qtype dtype, float x) {
+    if (dtype == QW_QTYPE_BF16) return qw_bf16_to_fp32(qw_fp32_to_bf16(x));
+    if (dtype == QW_QTYPE_F16) return qw_fp16_to_fp32(qw_fp32_to_fp16(x));
+    return x;
+}
+
+/* nearbyintf for x in [-8, 7]: adding 1.5 * 2^23 leaves no fraction bits, so the addition rounds
+ * half to even as the FPU does; unlike nearbyintf this needs no libm call. NaN stays NaN. */
+static inline float round_small(float x) {
+    const float shift = 0x1.8p23f;
+    return (x + shift) - shift;
+}
+
+static inline void fake_quantize_group(qw_qtype dtype, float *w, int64_t g, float sc, float zp) {
+    for (int64_t i = 0; i < g; i++) {
+        float x = clampf(round_to(dtype, round_to(dtype, w[i] / sc) + zp), CODE_MIN, CODE_MAX);
+        const float code = x == x ? round_small(x) : 0.0f; /* NaN: code 0, as to_code */
+        w[i] = round_to(dtype, (code - zp) * sc);
+    }
+}
+
 void qw_int4_fake_quantize_row(const qw_int4_scheme *s, float *w, int64_t n) {
     const int64_t g = s->group_size;
-    int8_t codes[256];
     for (int64_t k = 0; k * g < n; k++) {
         float *wg = w + k * g;
         float sc;
         int8_t zp;
         group_params(s, wg, g, &sc, &zp);
-        for (int64_t i0 = 0; i0 < g; i0 += 256) { /* any group size, fixed scratch */
-            const int64_t m = g - i0 < 256 ? g - i0 : 256;
-            for (int64_t i = 0; i < m; i++) {
-                float x = qw_int4_round_dtype(s, qw_int4_round_dtype(s, wg[i0 + i] / sc) + zp);
-                codes[i] = to_code(clampf(x, CODE_MIN, CODE_MAX));
-            }
-            for (int64_t i = 0; i < m; i++) {
-                wg[i0 + i] = qw_int4_round_dtype(s, (float)(codes[i] - zp) * sc);
-            }
+        if (s->dtype == QW_QTYPE_BF16) {
+            fake_quantize_group(QW_QTYPE_BF16, wg, g, sc, (float)zp);
+        } else if (s->dtype == QW_QTYPE_F16) {
+            fake_quantize_group(QW_QTYPE_F16, wg, g, sc, (float)zp);
+        } else {
+            fake_quantize_group(QW_QTYPE_F32, wg, g, sc, (float)zp);
         }
     }
 }

@@ -12,8 +12,9 @@ local calibration file. Then:
   generates. (Asymmetric pack-quantized checkpoints do not load through transformers 5.x with
   compressed-tensors 0.19/0.20 — their skeleton expects unpacked zero points, llm-compressor
   issue #1618 — so that route is checked through the decompressor above);
-* `ignore` leaves layers dense and lists them; bad group sizes, an unsupported family and an
-  existing foreign directory are clear errors that leave nothing behind.
+* `ignore` leaves layers dense and lists them; bad group sizes, an unsupported model (the
+  multimodal Gemma 3) and an existing foreign directory are clear errors that leave nothing
+  behind.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def outputs(qwodel_bin, source, tmp_path_factory):
         if kind not in made:
             out = tmp_path_factory.mktemp(f"awq_{kind}")
             extra = {"asym": [], "sym": ["--symmetric"],
-                     "ignore": ["--symmetric", "--ignore", "lm_head,re:.*down_proj$"]}[kind]
+                     "ignore": ["--symmetric", "--ignore", "lm_head,re:.*down_proj$"],
+                     "clip": ["--clip"]}[kind]
             quantize(qwodel_bin, source, out, *extra)
             made[kind] = out / "tiny-awq-int4"
         return made[kind]
@@ -190,11 +192,12 @@ def test_errors_leave_nothing(qwodel_bin, source, tmp_path):
     assert proc.returncode != 0 and "not a quantized checkpoint" in proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["tiny-awq-int4"]
     assert (foreign / "notes.txt").read_text() == "mine"
-    gemma = hf_fixtures.make_checkpoint(tmp_path / "g", family="gemma", tokenizer=None, tied=True,
-                                        dtype="bf16", layers=1)
-    proc = run_qwodel(qwodel_bin, "quantize", gemma, "-b", "awq", "-o", tmp_path / "o",
+    # a model the forward pass does not run: the multimodal Gemma 3, whose text model sits
+    # under other tensor names (every architecture qwodel opens is otherwise supported)
+    mm = hf_fixtures.make_gemma3_multimodal_checkpoint(tmp_path / "m", layers=1)
+    proc = run_qwodel(qwodel_bin, "quantize", mm, "-b", "awq", "-o", tmp_path / "o",
                       check=False)
-    assert proc.returncode == 1 and "does not run architecture" in proc.stderr
+    assert proc.returncode == 1 and "does not run the multimodal \"gemma3\"" in proc.stderr
     assert not (tmp_path / "o").exists()
 
 
@@ -241,3 +244,122 @@ def test_untied_head_quantized_unless_ignored(qwodel_bin, source, tmp_path):
     ids = [[128000, 791, 4062, 14198]]
     got, want = _logits(model, ids), _logits(ref, ids)
     assert np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2)) < 0.5
+
+
+def _heldout_ids(source, n_seq=4, length=48):
+    """Token ids of corpus text the calibration did not use (the tail of the corpus)."""
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(source[0] / "tokenizer.json"))
+    text = " ".join(s.replace("\n", " ") for s in tokenizer_corpus.corpus(6000)[3000:])
+    ids = tok(text)["input_ids"]
+    return [ids[i * length:(i + 1) * length] for i in range(n_seq)]
+
+
+def test_clip_search_lowers_the_error(outputs, source):
+    """--clip (AutoAWQ's auto_clip) runs after the same scale search: q_proj and k_proj come
+    out identical to the run without it, the other layers get narrower ranges in some groups,
+    and the decompressed model is closer to the source on held-out text."""
+    plain, clipped = outputs("asym"), outputs("clip")
+    tp, tc = _tensors(plain), _tensors(clipped)
+    assert tp.keys() == tc.keys()
+    for layer in range(2):
+        for lin in LINEARS:
+            name = f"model.layers.{layer}.{lin}.weight_packed"
+            same = torch.equal(tp[name], tc[name])
+            assert same == lin.endswith(("q_proj", "k_proj")), name
+    ref = transformers.AutoModelForCausalLM.from_pretrained(str(source[0]), dtype=torch.float32)
+    ids = _heldout_ids(source)
+    want = _logits(ref, ids)
+
+    def error(out):
+        got = _logits(_decompressed_model(out, False), ids)
+        return float(np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2)))
+
+    e_clip, e_plain = error(clipped), error(plain)
+    print(f"held-out logits error: clip {e_clip:.4f}, without {e_plain:.4f}")
+    assert e_clip < e_plain
+
+
+def _autoawq_packing():
+    """AutoAWQ's own GEMM unpacking (awq/utils/packing_utils.py of the autoawq package, installed
+    without its dependencies), loaded by file path: importing the package itself would pull in
+    its model zoo and the kernels it needs for inference."""
+    import importlib.util
+    spec = importlib.util.find_spec("awq")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("autoawq is not installed")
+    path = f"{list(spec.submodule_search_locations)[0]}/utils/packing_utils.py"
+    mod_spec = importlib.util.spec_from_file_location("autoawq_packing_utils", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("sym", [False, True])
+def test_gemm_layout_decodes_to_the_pack_quantized_weights(qwodel_bin, source, tmp_path, sym):
+    """layout=gemm writes AutoAWQ's GEMM checkpoint: AutoAWQ's dequantize_gemm gives, for every
+    layer, exactly the weights compressed-tensors decompresses from the pack-quantized run of the
+    same float16 model (the search is the same; only the storage differs)."""
+    packing = _autoawq_packing()
+    ck = hf_fixtures.make_checkpoint(tmp_path / "tiny16", family="llama", tokenizer="llama3",
+                                     tied=True, dtype="f16", layers=2, heads=4, kv_heads=2)
+    extra = ["--symmetric"] if sym else []
+    outs = {}
+    for layout in ("pack-quantized", "gemm"):
+        run_qwodel(qwodel_bin, "quantize", ck, "-b", "awq", "-o", tmp_path / layout,
+                   "--calibration-dataset", source[1], "--num-samples", "4", "--seq-length",
+                   "64", "--layout", layout, "-q", *extra)
+        outs[layout] = tmp_path / layout / "tiny16-awq-int4"
+    cfg = json.loads((outs["gemm"] / "config.json").read_text())
+    assert cfg["quantization_config"] == {"quant_method": "awq", "bits": 4, "group_size": 128,
+                                          "zero_point": True, "version": "gemm",
+                                          "modules_to_not_convert": ["lm_head"]}
+    assert cfg.get("torch_dtype", cfg.get("dtype")) == "float16"
+    tg, tp = _tensors(outs["gemm"]), _tensors(outs["pack-quantized"])
+    dense = {k for k in tp if ".weight_" not in k}
+    assert dense == {k for k in tg if not k.endswith((".qweight", ".qzeros", ".scales"))}
+    for k in dense:
+        assert torch.equal(tg[k], tp[k]), k
+    qc = json.loads((outs["pack-quantized"] / "config.json").read_text())["quantization_config"]
+    scheme = QuantizationScheme(
+        targets=["Linear"], weights=QuantizationArgs(**qc["config_groups"]["group_0"]["weights"]))
+    for layer in range(2):
+        for lin in LINEARS:
+            m = f"model.layers.{layer}.{lin}"
+            qweight, qzeros, scales = tg[f"{m}.qweight"], tg[f"{m}.qzeros"], tg[f"{m}.scales"]
+            n_in = qweight.shape[0]
+            assert qweight.dtype == torch.int32 and scales.dtype == torch.float16
+            assert qzeros.shape == (n_in // 128, qweight.shape[1])
+            assert scales.shape == (n_in // 128, qweight.shape[1] * 8)
+            if sym:  # symmetric codes are stored around a zero point of 8
+                iw, iz = packing.unpack_awq(qweight, qzeros, 4)
+                assert torch.all(torch.bitwise_and(iz, 15) == 8)
+            w_gemm = packing.dequantize_gemm(qweight, qzeros, scales, 4, 128)
+            local = {k.rsplit(".", 1)[1]: tp[k] for k in tp if k.startswith(m + ".weight_")}
+            w_ct = PackedQuantizationCompressor.decompress(local, scheme)["weight"]
+            assert torch.equal(w_gemm.T.contiguous(), w_ct.to(torch.float16)), m
+
+
+def test_gemm_layout_refusals(qwodel_bin, source, tmp_path):
+    """An unknown layout, and a quantized lm_head (AutoAWQ's layout has none), are refused
+    before anything is written."""
+    proc = quantize(qwodel_bin, source, tmp_path, "--layout", "marlin", check=False)
+    assert proc.returncode != 0 and "layout must be pack-quantized or gemm" in proc.stderr
+    ck = hf_fixtures.make_checkpoint(tmp_path / "untied", family="llama", tokenizer="llama3",
+                                     tied=False, dtype="bf16", layers=1, heads=4, kv_heads=2)
+    proc = run_qwodel(qwodel_bin, "quantize", ck, "-b", "awq", "-o", tmp_path / "out",
+                      "--calibration-dataset", source[1], "--layout", "gemm", "--ignore",
+                      "re:^nothing$", check=False)
+    assert proc.returncode != 0 and "keep lm_head in ignore" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_independent_of_thread_count(qwodel_bin, source, tmp_path, outputs):
+    """Matrix products, attention heads and the search are split over threads; every split
+    computes each value the same way, so the checkpoint is the same bytes with 1, 3 or the
+    default number of threads (with --clip too)."""
+    for extra, ref in (([], outputs("asym")), (["--clip"], outputs("clip"))):
+        for threads in ("1", "3"):
+            out = tmp_path / f"t{threads}{''.join(extra)}"
+            quantize(qwodel_bin, source, out, "--threads", threads, *extra)
+            got = out / "tiny-awq-int4" / "model.safetensors"
+            assert got.read_bytes() == (ref / "model.safetensors").read_bytes(), (threads, extra)

@@ -53,13 +53,13 @@ def models(tmp_path_factory):
     }
 
 
-def run_awq(model, tmp_path, duo="on", dtype="f32", sym=False):
+def run_awq(model, tmp_path, duo="on", dtype="f32", sym=False, n_seq=N_SEQ, seq_len=SEQ_LEN):
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
     rng = np.random.default_rng(7)
-    rng.integers(0, vocab, (N_SEQ, SEQ_LEN), dtype=np.int32).tofile(tmp_path / "calib.i32")
-    rng.integers(0, vocab, (N_SEQ, SEQ_LEN), dtype=np.int32).tofile(tmp_path / "held.i32")
+    rng.integers(0, vocab, (n_seq, seq_len), dtype=np.int32).tofile(tmp_path / "calib.i32")
+    rng.integers(0, vocab, (n_seq, seq_len), dtype=np.int32).tofile(tmp_path / "held.i32")
     proc = subprocess.run([str(tool("awq_block")), str(model), str(tmp_path / "calib.i32"),
-                           str(tmp_path / "held.i32"), str(N_SEQ), str(SEQ_LEN), "128",
+                           str(tmp_path / "held.i32"), str(n_seq), str(seq_len), "128",
                            str(int(sym)), duo, dtype], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -95,3 +95,39 @@ def test_bf16_scheme_and_symmetric(models, tmp_path):
     for blk in blocks:
         assert blk["identity_error"] < 3e-2, blk
         assert blk["awq_error"] < blk["rtn_error"], blk
+
+
+@pytest.mark.parametrize("n_seq, seq_len", [(4, 32), (16, 96)])
+def test_linear_parent_error_equals_transformers(models, tmp_path, n_seq, seq_len):
+    """up_proj -> down_proj judges a candidate by down_proj's output error alone. With few
+    tokens it is computed from the outputs, with many through the Gram matrix of down_proj's
+    inputs; either way the plain-rounding candidate's error in block 0 must be the one computed
+    from transformers' own down_proj inputs and compressed-tensors' int4 of the weights."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    ct_quant = pytest.importorskip("compressed_tensors.quantization")
+    from compressed_tensors.quantization.lifecycle.forward import dequantize, quantize
+    from compressed_tensors.quantization.utils import calculate_qparams
+
+    model_dir = models["mha"]
+    blocks = run_awq(model_dir, tmp_path, n_seq=n_seq, seq_len=seq_len)
+    got = blocks[0]["mappings"][3]
+    assert got["name"] == "up_proj -> down_proj"
+    ids = np.fromfile(tmp_path / "calib.i32", dtype=np.int32).reshape(n_seq, seq_len)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir),
+                                                              dtype=torch.float32).eval()
+    down = model.model.layers[0].mlp.down_proj
+    captured = []
+    hook = down.register_forward_pre_hook(lambda mod, args: captured.append(args[0]))
+    with torch.no_grad():
+        model(torch.from_numpy(ids.astype(np.int64)))
+    hook.remove()
+    x = captured[0].reshape(-1, down.in_features).double()
+    w = down.weight.detach()
+    args = ct_quant.QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group",
+                                     group_size=128)
+    grouped = w.unflatten(-1, (w.shape[-1] // 128, 128))
+    scale, zp = calculate_qparams(grouped.amin(-1), grouped.amax(-1), args)
+    fake = dequantize(quantize(w, scale, zp, args), scale, zp, args, dtype=w.dtype)
+    want = float(((x @ (fake.double() - w.double()).T) ** 2).mean())
+    assert got["loss_plain"] == pytest.approx(want, rel=1e-3)

@@ -27,12 +27,21 @@ static qw_linear *linears(qw_block *b, int i) {
     return all[i];
 }
 
+static void fake_quantize_linear(const qw_int4_scheme *s, qw_linear *l) {
+    for (int64_t r = 0; r < l->n_out; r++) qw_int4_fake_quantize_row(s, l->w + r * l->n_in, l->n_in);
+}
+
+/* every quantized linear: a MoE layer's experts and shared expert too, not its router or
+ * shared_expert_gate (left dense, as the backend writes them) */
 static void fake_quantize_block(const qw_int4_scheme *s, qw_block *b) {
-    for (int i = 0; i < 7; i++) {
-        qw_linear *l = linears(b, i);
-        for (int64_t r = 0; r < l->n_out; r++) {
-            qw_int4_fake_quantize_row(s, l->w + r * l->n_in, l->n_in);
-        }
+    for (int i = 0; i < 7; i++) fake_quantize_linear(s, linears(b, i));
+    qw_moe *m = b->moe;
+    if (!m) return;
+    for (int64_t e = 0; e <= m->n_expert; e++) {
+        qw_expert *x = e < m->n_expert ? &m->experts[e] : &m->shared;
+        fake_quantize_linear(s, &x->gate);
+        fake_quantize_linear(s, &x->up);
+        fake_quantize_linear(s, &x->down);
     }
 }
 
