@@ -1,8 +1,9 @@
 /*
  * qwodel.h — the one public header of libqwodel.
  *
- * qwodel quantizes language models: it reads a HuggingFace model directory or a .gguf file and
- * writes it smaller for one backend (gguf today; awq and coreml when their builds land).
+ * qwodel quantizes language models: it reads a HuggingFace model directory, a Hub model ID or a
+ * .gguf file and writes it smaller for one backend: gguf (llama.cpp), awq (int4 checkpoints for
+ * vLLM and transformers) or coreml (.mlpackage for Apple devices).
  *
  * Conventions that hold for every declaration below:
  *  - Fallible functions return qw_status (QW_OK is 0) and, when `err` is not NULL, fill it with the

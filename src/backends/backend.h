@@ -111,5 +111,6 @@ const qw_backend_ops *qw_backends_at(size_t index);
 /* The backends' rows. */
 extern const qw_backend_ops qw_gguf_backend;
 extern const qw_backend_ops qw_awq_backend;
+extern const qw_backend_ops qw_coreml_backend;
 
 #endif /* QW_BACKEND_H */

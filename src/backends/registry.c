@@ -4,6 +4,7 @@
 static const qw_backend_ops *const backend_table[] = {
     &qw_gguf_backend,
     &qw_awq_backend,
+    &qw_coreml_backend,
 };
 
 size_t qw_backends_count(void) { return sizeof backend_table / sizeof backend_table[0]; }

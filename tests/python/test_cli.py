@@ -25,7 +25,7 @@ def test_version_and_help(qwodel_bin):
 
 def test_listings(qwodel_bin):
     backends = run_qwodel(qwodel_bin, "list-backends").stdout
-    assert [line.split()[0] for line in backends.splitlines()] == ["gguf", "awq"]
+    assert [line.split()[0] for line in backends.splitlines()] == ["gguf", "awq", "coreml"]
     everything = run_qwodel(qwodel_bin, "list-formats").stdout
     formats = run_qwodel(qwodel_bin, "list-formats", "gguf").stdout
     for fmt in ("Q8_0", "Q4_0", "F16", "BF16", "F32"):
@@ -39,7 +39,7 @@ def test_listings(qwodel_bin):
 
 def test_check_reports_build(qwodel_bin):
     info = json.loads(run_qwodel(qwodel_bin, "check").stdout)
-    assert info["backends"] == ["gguf", "awq"]
+    assert info["backends"] == ["gguf", "awq", "coreml"]
     assert info["cpu"]["threads"] >= 1
     assert info["cuda"] is False and "version" in info
 

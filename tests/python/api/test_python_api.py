@@ -48,15 +48,16 @@ def test_exceptions_share_one_base():
 
 
 def test_list_backends_and_formats():
-    assert Quantizer.list_backends() == qwodel.list_backends() == ["gguf", "awq"]
+    assert Quantizer.list_backends() == qwodel.list_backends() == ["gguf", "awq", "coreml"]
     formats = Quantizer.list_formats()
-    assert set(formats) == {"gguf", "awq"}
+    assert set(formats) == {"gguf", "awq", "coreml"}
     assert "Q8_0" in formats["gguf"] and formats["gguf"]["Q8_0"]
     assert list(formats["awq"]) == ["int4"] and formats["awq"]["int4"]
     assert Quantizer.list_formats("gguf") == {"gguf": formats["gguf"]}
     assert qwodel.list_formats(backend="GGUF") == {"gguf": formats["gguf"]}
-    with pytest.raises(ValidationError, match="unknown backend 'coreml'"):
-        Quantizer.list_formats("coreml")  # a backend this build lacks is absent from the list
+    assert list(formats["coreml"]) == ["float16", "int8_linear", "int8_symmetric", "int4", "int6"]
+    with pytest.raises(ValidationError, match="unknown backend 'tflite'"):
+        Quantizer.list_formats("tflite")  # a backend this build lacks is absent from the list
 
 
 def test_constructor_validates(model_dir, tmp_path):

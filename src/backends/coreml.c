@@ -1,0 +1,1317 @@
+/*
+ * The Core ML backend: an .mlpackage holding an ML Program (MIL) written straight from the
+ * checkpoint — no tracing — for the llama family (Llama, Mistral, Qwen2, Qwen3): input_ids and
+ * attention_mask (int32, [batch, 1..seq_length]) in, logits (float32) out, float16 compute
+ * (research/coreml.md).
+ *
+ * Package, written under a temporary directory renamed into place when complete:
+ *   Manifest.json
+ *   Data/com.apple.CoreML/model.mlmodel        Model spec 7 (iOS16) or 9 (iOS18, int4), one
+ *                                              function "main"
+ *   Data/com.apple.CoreML/weights/weight.bin   every const with >= 10 elements, blob storage v2
+ *
+ * Formats, as coremltools' optimize.coreml passes define them (FORMATS below): float16 (every
+ * weight fp16); int8_linear / int8_symmetric (linear_quantize_weights, per output channel, int8
+ * with a zero point / symmetric ±127) as iOS16 constexpr_affine_dequantize; int6 / int4
+ * (palettize_weights, k-means; one table per tensor / per 32 output channels) as
+ * constexpr_lut_to_dense in its iOS16 / iOS18 form. Compressed: every const of rank >= 2 with
+ * more than 2048 elements (embedding and head included); smaller ones and vectors stay fp16.
+ *
+ * The program (build_program): gather the embedding; positions as a running sum over the input
+ * (so no op needs the length as a number); RoPE cos/sin gathered from tables of seq_length rows;
+ * one additive mask for causality and attention_mask; per block RMSNorm (in fp32, as
+ * transformers), q/k/v linear (+bias), Qwen3's per-head norms, rotate-half RoPE, key/value heads
+ * tiled for GQA, softmax attention, o_proj, SwiGLU; final norm, lm_head (the embedding when
+ * tied), logits cast to fp32 as coremltools' fp16 conversion leaves them.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "coreml_kmeans.h"
+#include "coreml_mil.h"
+#include "file.h"
+#include "half.h"
+#include "mil_package.h"
+
+#define COMPRESS_THRESHOLD 2048 /* coremltools' weight_threshold: numel must exceed it */
+#define MASK_VALUE (-30000.0f) /* added to blocked scores: far below any real score, and
+                                * adding it twice stays finite in fp16 */
+
+/* ---- formats -------------------------------------------------------------------------------- */
+
+typedef enum cm_quant { CM_FP16, CM_INT8_LINEAR, CM_INT8_SYMMETRIC, CM_LUT } cm_quant;
+
+/* spec 7 = iOS16 (fp16 I/O, constexpr_affine_dequantize, per-tensor LUTs); spec 9 = iOS18
+ * (per-grouped-channel LUTs with uint4 indices). The opset name goes with the spec. */
+static const struct {
+    const char *name;
+    cm_quant quant;
+    int nbits;          /* LUT formats: bits per index */
+    int64_t group_rows; /* LUT formats: output channels per table, 0 = one table per tensor */
+    int32_t spec;
+    const char *opset;
+    const char *description;
+} FORMATS[] = {
+    {"float16", CM_FP16, 0, 0, 7, "CoreML6",
+     "Half-precision weights and compute (~2x smaller than float32); iOS 16+."},
+    {"int8_linear", CM_INT8_LINEAR, 0, 0, 7, "CoreML6",
+     "8-bit affine weights per output channel with a zero point (coremltools "
+     "linear_quantize_weights, mode linear), dequantized at load; iOS 16+."},
+    {"int8_symmetric", CM_INT8_SYMMETRIC, 0, 0, 7, "CoreML6",
+     "8-bit symmetric weights per output channel, range ±127 (coremltools "
+     "linear_quantize_weights, mode linear_symmetric); iOS 16+."},
+    {"int4", CM_LUT, 4, 32, 9, "CoreML8",
+     "4-bit palettization: a 16-entry k-means table per 32 output channels (coremltools "
+     "palettize_weights, per_grouped_channel), exact 1-D k-means; iOS 18+."},
+    {"int6", CM_LUT, 6, 0, 7, "CoreML6",
+     "6-bit palettization: one 64-entry k-means table per weight (coremltools "
+     "palettize_weights, per_tensor), exact 1-D k-means; iOS 16+."},
+};
+#define N_FORMATS (sizeof FORMATS / sizeof FORMATS[0])
+
+static size_t format_count(void) { return N_FORMATS; }
+static const char *format_name(size_t i) { return i < N_FORMATS ? FORMATS[i].name : NULL; }
+static const char *format_description(size_t i) {
+    return i < N_FORMATS ? FORMATS[i].description : NULL;
+}
+static int format_find(const char *name) {
+    for (size_t i = 0; name && i < N_FORMATS; i++) {
+        if (qw_strcasecmp(name, FORMATS[i].name) == 0) return (int)i;
+    }
+    return -1;
+}
+
+static const qw_option_spec coreml_options[] = {
+    {"input_shape", QW_OPTION_STRING, QW_SCOPE_BOTH,
+     "(batch_size, seq_length), e.g. \"1,512\": the batch is fixed, the length is the default "
+     "(default (1, 512))."},
+    {"compute_units", QW_OPTION_STRING, QW_SCOPE_BOTH,
+     "ALL (default), CPU_ONLY, CPU_AND_GPU or CPU_AND_NE, recorded in the model's metadata."},
+    {"seq_length", QW_OPTION_INT, QW_SCOPE_BOTH,
+     "Longest sequence the model accepts: inputs are flexible from 1 to this (default 512)."},
+};
+
+static const char *const COMPUTE_UNITS[] = {"ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"};
+
+typedef struct cm_settings {
+    int64_t batch, default_len, seq_length;
+    const char *compute_units;
+} cm_settings;
+
+static qw_status parse_settings(const qw_options *o, cm_settings *s, qw_error *err) {
+    int64_t shape[2] = {1, 512};
+    int n = 0;
+    const char *text = qw_options_get(o, "input_shape");
+    if (text) {
+        /* "(1, 512)", "1,512" and "[1, 512]" all read as two integers */
+        const char *p = text;
+        while (*p) {
+            if (*p >= '0' && *p <= '9') {
+                char *end;
+                long long v = strtoll(p, &end, 10);
+                if (n < 2) shape[n] = v;
+                n++;
+                p = end;
+            } else if (strchr("()[], \t", *p)) {
+                p++;
+            } else {
+                n = -1;
+                break;
+            }
+        }
+        if (n != 2 || shape[0] < 1 || shape[0] > 4096 || shape[1] < 1 || shape[1] > (1 << 20)) {
+            return qw_fail_at(err, QW_ERR_BAD_OPTION, "input_shape", -1,
+                              "input_shape must be (batch_size, seq_length) with batch 1..4096 "
+                              "and length 1..1048576, not \"%s\"", text);
+        }
+    }
+    s->batch = shape[0];
+    s->seq_length = qw_options_get_int(o, "seq_length", text ? shape[1] : 512);
+    if (s->seq_length < 1 || s->seq_length > (1 << 20)) {
+        return qw_fail_at(err, QW_ERR_BAD_OPTION, "seq_length", -1,
+                          "seq_length must be 1..1048576, not %lld", (long long)s->seq_length);
+    }
+    s->default_len = shape[1] < s->seq_length ? shape[1] : s->seq_length;
+    s->compute_units = qw_options_get(o, "compute_units");
+    if (!s->compute_units) s->compute_units = "ALL";
+    for (size_t i = 0; i < sizeof COMPUTE_UNITS / sizeof COMPUTE_UNITS[0]; i++) {
+        if (qw_strcasecmp(s->compute_units, COMPUTE_UNITS[i]) == 0) {
+            s->compute_units = COMPUTE_UNITS[i];
+            return QW_OK;
+        }
+    }
+    return qw_fail_at(err, QW_ERR_BAD_OPTION, "compute_units", -1,
+                      "compute_units must be ALL, CPU_ONLY, CPU_AND_GPU or CPU_AND_NE, not \"%s\"",
+                      s->compute_units);
+}
+
+/* ---- the plan ------------------------------------------------------------------------------- */
+
+typedef struct cm_plan {
+    qw_hf_view *view;
+    qw_hparams hp;
+    int64_t head_dim;
+    cm_settings settings;
+    cm_quant quant;
+    int nbits;
+    int64_t group_rows;
+    int32_t spec;
+    const char *opset;
+    const char *format;
+    bool tied;
+    double rms_eps, rope_theta;
+} cm_plan;
+
+static void cm_plan_free(void *priv) {
+    cm_plan *p = priv;
+    if (!p) return;
+    qw_hf_view_free(p->view);
+    qw_free(p);
+}
+
+static const char *const BLOCK_TENSORS[] = {
+    "input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight", "self_attn.v_proj.weight",        "self_attn.o_proj.weight",
+    "self_attn.q_proj.bias",   "self_attn.k_proj.bias",          "self_attn.v_proj.bias",
+    "self_attn.q_norm.weight", "self_attn.k_norm.weight",        "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",      "mlp.down_proj.weight",
+};
+
+/* coremltools' rule: rank >= 2 and more than 2048 elements; grouped tables also need the
+ * output channels to divide into groups (coremltools skips the const otherwise) */
+static bool compressed(const cm_plan *p, const qw_hf_tensor *t) {
+    if (p->quant == CM_FP16 || t->n_dims < 2 || t->ne[0] * t->n_rows <= COMPRESS_THRESHOLD) {
+        return false;
+    }
+    return p->group_rows == 0 || t->n_rows % p->group_rows == 0;
+}
+
+static const char *compressed_type(const cm_plan *p) {
+    static const char *const NAMES[] = {"f16", "int8", "int8", NULL};
+    return p->quant == CM_LUT ? (p->nbits == 4 ? "lut4" : "lut6") : NAMES[p->quant];
+}
+
+/* Every tensor must have a place in the program: one the graph does not use is refused rather
+ * than silently dropped. */
+static qw_status check_tensors(const cm_plan *p, qw_error *err) {
+    for (size_t i = 0; i < qw_hf_view_count(p->view); i++) {
+        const char *name = qw_hf_view_at(p->view, i)->name;
+        bool known = strcmp(name, "model.embed_tokens.weight") == 0 ||
+                     strcmp(name, "model.norm.weight") == 0 ||
+                     strcmp(name, "lm_head.weight") == 0;
+        long long layer;
+        int at = 0;
+        if (!known && sscanf(name, "model.layers.%lld.%n", &layer, &at) == 1 && at > 0 &&
+            layer >= 0 && layer < p->hp.n_layer) {
+            for (size_t k = 0; !known && k < sizeof BLOCK_TENSORS / sizeof BLOCK_TENSORS[0]; k++) {
+                known = strcmp(name + at, BLOCK_TENSORS[k]) == 0;
+            }
+        }
+        if (!known) {
+            return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, name, -1,
+                              "tensor \"%s\" is not part of the decoder layout the coreml backend "
+                              "writes (embedding, attention, MLP, norms, head)", name);
+        }
+    }
+    return QW_OK;
+}
+
+static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
+    const qw_hparams *hp = &p->hp;
+    const json_t *act = json_object_get(config, "hidden_act");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu") != 0)) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "hidden_act", -1,
+                          "config.json: hidden_act \"%s\" is not supported by the coreml backend "
+                          "(silu is)", json_is_string(act) ? json_string_value(act) : "?");
+    }
+    if (hp->rope_type[0] && strcmp(hp->rope_type, "default") != 0 &&
+        strcmp(hp->rope_type, "linear") != 0 && strcmp(hp->rope_type, "llama3") != 0) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "rope_scaling", -1,
+                          "config.json: rope_scaling type \"%s\" is not supported by the coreml "
+                          "backend (none, linear and llama3 are)", hp->rope_type);
+    }
+    if (hp->partial_rotary_factor != 0.0 && hp->partial_rotary_factor != 1.0) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "partial_rotary_factor", -1,
+                          "config.json: partial rotary embeddings are not supported by the "
+                          "coreml backend");
+    }
+    if (hp->n_layer < 1 || hp->n_embd < 1 || hp->n_head < 1 || hp->vocab_size < 1 ||
+        hp->n_ff < 1) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "config.json", -1,
+                          "config.json: the model's shape (layers, hidden size, heads, "
+                          "vocabulary, intermediate size) is incomplete");
+    }
+    const int64_t n_kv = hp->n_head_kv > 0 ? hp->n_head_kv : hp->n_head;
+    p->head_dim = hp->head_dim > 0 ? hp->head_dim : hp->n_embd / hp->n_head;
+    if (p->head_dim < 2 || p->head_dim % 2 != 0 || hp->n_head % n_kv != 0) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "num_key_value_heads", -1,
+                          "config.json: head_dim %lld must be even and the %lld heads a multiple "
+                          "of the %lld key/value heads",
+                          (long long)p->head_dim, (long long)hp->n_head, (long long)n_kv);
+    }
+    p->hp.n_head_kv = n_kv;
+    p->rms_eps = hp->has_rms_eps ? hp->rms_eps : 1e-6;
+    p->rope_theta = hp->has_rope_theta ? hp->rope_theta : 10000.0;
+    return QW_OK;
+}
+
+static qw_status coreml_plan_build(const qw_run_context *ctx, const char *format, qw_plan *plan,
+                                   qw_error *err) {
+    const int f = format_find(format);
+    if (f < 0) {
+        return qw_fail(err, QW_ERR_FORMAT_NOT_SUPPORTED,
+                       "format \"%s\" is not supported by the coreml backend (supported: float16, "
+                       "int8_linear, int8_symmetric, int4, int6)", format ? format : "");
+    }
+    cm_plan *p = qw_calloc(1, sizeof *p);
+    if (!p) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    plan->priv = p;
+    plan->priv_free = cm_plan_free;
+    p->quant = FORMATS[f].quant;
+    p->nbits = FORMATS[f].nbits;
+    p->group_rows = FORMATS[f].group_rows;
+    p->spec = FORMATS[f].spec;
+    p->opset = FORMATS[f].opset;
+    p->format = FORMATS[f].name;
+    QW_TRY(parse_settings(ctx->options, &p->settings, err));
+    QW_TRY(qw_model_hf_view(ctx->model, &p->view, err));
+    const json_t *config;
+    QW_TRY(qw_hf_view_config(p->view, &config, err));
+    QW_TRY(qw_hparams_from_config(config, "config.json", &p->hp, err));
+    QW_TRY(check_config(p, config, err));
+    QW_TRY(check_tensors(p, err));
+    if (p->hp.has_sliding_window && p->hp.sliding_window > 0 &&
+        p->hp.sliding_window < p->settings.seq_length) {
+        qw_log(ctx->reporter, QW_LOG_WARNING,
+               "the program attends to every earlier token: the model's sliding window of %lld "
+               "tokens is not applied, so sequences longer than it differ from transformers",
+               (long long)p->hp.sliding_window);
+    }
+    if (!qw_hf_view_find(p->view, "model.embed_tokens.weight")) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "model.embed_tokens.weight", -1,
+                          "the model has no tensor \"model.embed_tokens.weight\"");
+    }
+    p->tied = !qw_hf_view_find(p->view, "lm_head.weight");
+    uint64_t total = 0;
+    for (size_t i = 0; i < qw_hf_view_count(p->view); i++) {
+        const qw_hf_tensor *t = qw_hf_view_at(p->view, i);
+        const bool c = compressed(p, t);
+        qw_plan_tensor pt = {0};
+        pt.name = t->name;
+        pt.source_name = t->name;
+        pt.source_type = t->source->dtype_name;
+        pt.type = c ? compressed_type(p) : "f16";
+        pt.transform = !c                          ? ""
+                       : p->quant == CM_LUT        ? "constexpr_lut_to_dense, k-means"
+                       : p->quant == CM_INT8_LINEAR ? "constexpr_affine_dequantize, per "
+                                                     "output channel with zero point"
+                                                   : "constexpr_affine_dequantize, per "
+                                                     "output channel, symmetric";
+        pt.n_dims = t->n_dims;
+        for (int d = 0; d < t->n_dims && d < 4; d++) pt.shape[d] = t->ne[d];
+        const uint64_t n = (uint64_t)(t->ne[0] * t->n_rows);
+        pt.bytes = !c                  ? 2 * n
+                   : p->quant == CM_LUT ? (n * (uint64_t)p->nbits + 7) / 8
+                   : n + 3 * (uint64_t)t->n_rows;
+        total += pt.bytes;
+        QW_TRY(qw_plan_push(plan, &pt, err));
+    }
+    char fmt[32];
+    snprintf(fmt, sizeof fmt, "%s", p->format);
+    for (char *c = fmt; *c; c++) {
+        if (*c == '_') *c = '-'; /* int8_linear -> int8-linear (DESIGN.md output names) */
+    }
+    char *dir = qw_sprintf("%s_%s.mlpackage", ctx->model->name, fmt);
+    plan->output_path = dir ? qw_path_join(ctx->output_dir, dir) : NULL;
+    plan->format = qw_strdup(p->format);
+    qw_free(dir);
+    if (!plan->output_path || !plan->format) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    plan->output_bytes = total;
+    return QW_OK;
+}
+
+/* ---- weights -------------------------------------------------------------------------------- */
+
+typedef qw_mil_var mv;
+
+typedef struct cm_build {
+    const cm_plan *p;
+    qw_mil *m;
+    qw_blob_writer *blobs;
+    float *rows;      /* a chunk of rows as f32 */
+    uint16_t *half;   /* the same as fp16 */
+    int8_t *q;        /* quantized */
+    size_t chunk;     /* elements the buffers hold */
+    uint64_t n_compressed, n_params;
+    qw_pool *pool; /* may be NULL */
+} cm_build;
+
+static bool ok(const cm_build *b) { return qw_mil_status(b->m, NULL) == QW_OK; }
+
+static void fail(cm_build *b, const qw_error *e, qw_status st) { qw_mil_fail(b->m, e, st); }
+
+static float f16r(float x) { return qw_fp16_to_fp32(qw_fp32_to_fp16(x)); }
+
+/* Rows [r0, r0 + n) of t into b->rows and, rounded, b->half. */
+static bool read_rows(cm_build *b, const qw_hf_tensor *t, int64_t r0, int64_t n) {
+    qw_error e = {0};
+    qw_status st = qw_hf_tensor_read_f32(t, r0, n, b->rows, &e);
+    if (st != QW_OK) {
+        fail(b, &e, st);
+        return false;
+    }
+    const size_t count = (size_t)(n * t->ne[0]);
+    for (size_t i = 0; i < count; i++) b->half[i] = qw_fp32_to_fp16(b->rows[i]);
+    return true;
+}
+
+static int64_t rows_per_chunk(const cm_build *b, const qw_hf_tensor *t) {
+    int64_t r = (int64_t)(b->chunk / (size_t)t->ne[0]);
+    return r > 0 ? r : 1;
+}
+
+static bool blob_put(cm_build *b, const void *data, size_t bytes) {
+    qw_error e = {0};
+    qw_status st = qw_blob_writer_write(b->blobs, data, bytes, &e);
+    if (st != QW_OK) fail(b, &e, st);
+    return st == QW_OK;
+}
+
+static bool blob_begin(cm_build *b, qw_blob_dtype dt, uint64_t bytes, uint64_t *offset) {
+    qw_error e = {0};
+    qw_status st = qw_blob_writer_begin(b->blobs, dt, bytes, 0, offset, &e);
+    if (st != QW_OK) fail(b, &e, st);
+    return st == QW_OK;
+}
+
+/* Per-row int8 quantization as coremltools' linear_quantize_weights computes it for an fp16
+ * weight: numpy in float16, each step rounded to fp16, np.round (half to even). An all-zero
+ * row (scale 0, which coremltools turns into NaN) is written as zeros. */
+static void quantize_row(const uint16_t *w, int64_t n, cm_quant quant, int8_t *q, uint16_t *scale,
+                         int8_t *zero) {
+    const bool sym = quant == CM_INT8_SYMMETRIC;
+    const float qmin = sym ? -127.0f : -128.0f, qmax = 127.0f;
+    float lo = qw_fp16_to_fp32(w[0]), hi = lo;
+    for (int64_t i = 1; i < n; i++) {
+        const float v = qw_fp16_to_fp32(w[i]);
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    if (sym) {
+        const float amax = fabsf(lo) > fabsf(hi) ? fabsf(lo) : fabsf(hi);
+        lo = -amax;
+        hi = amax;
+    } else {
+        lo = lo < 0.0f ? lo : 0.0f;
+        hi = hi > 0.0f ? hi : 0.0f;
+    }
+    const float range = f16r(hi - lo), s = f16r(range / (qmax - qmin));
+    float zp = 0.0f;
+    if (!sym && range > 0.0f) {
+        zp = nearbyintf(f16r(f16r(f16r(qmin * hi) - f16r(qmax * lo)) / range));
+        zp = zp < qmin ? qmin : zp > qmax ? qmax : zp;
+    }
+    *scale = qw_fp32_to_fp16(s);
+    *zero = (int8_t)zp;
+    for (int64_t i = 0; i < n; i++) {
+        float v = 0.0f;
+        if (s > 0.0f && isfinite(s)) {
+            v = nearbyintf(f16r(qw_fp16_to_fp32(w[i]) / s)) + zp;
+            v = v < qmin ? qmin : v > qmax ? qmax : v;
+        }
+        q[i] = (int8_t)v;
+    }
+}
+
+/* ---- palettization -------------------------------------------------------------------------- */
+
+/* One table: exact k-means over the group's distinct fp16 values weighted by their counts (what
+ * coremltools' kmeans1d path computes), centers rounded to fp16 and ascending, unused slots 0.
+ * The distinct values come from a count per fp16 bit pattern, walked in value order. */
+static qw_status kmeans_group(const uint16_t *w, size_t n, int nbits, const char *tensor_name,
+                              uint16_t *lut, uint8_t *idx, qw_error *err) {
+    const size_t k = (size_t)1 << nbits;
+    uint32_t *count = qw_calloc(65536, sizeof *count);
+    uint16_t *slot = qw_malloc_array(65536, sizeof *slot);
+    double *x = qw_malloc_array(65536, sizeof *x), *cw = qw_malloc_array(65536, sizeof *cw);
+    double *centers = qw_malloc_array(k, sizeof *centers);
+    uint16_t *assign = qw_malloc_array(65536, sizeof *assign);
+    qw_status st = count && slot && x && cw && centers && assign
+                       ? QW_OK
+                       : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory for k-means");
+    for (size_t i = 0; st == QW_OK && i < n; i++) {
+        const uint16_t bits = w[i] == 0x8000u ? 0 : w[i]; /* -0 is 0 */
+        if ((bits & 0x7c00u) == 0x7c00u) {
+            st = qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, tensor_name, -1,
+                            "tensor \"%s\" holds a value that is not finite: it cannot be "
+                            "palettized", tensor_name);
+        }
+        count[bits]++;
+    }
+    size_t nu = 0, k_used = 0;
+    /* negatives from the largest magnitude down, then zero and the positives up */
+    for (uint32_t b = 0xfbffu; st == QW_OK && b >= 0x8001u; b--) {
+        if (count[b]) {
+            slot[b] = (uint16_t)nu;
+            x[nu] = (double)qw_fp16_to_fp32((uint16_t)b);
+            cw[nu++] = (double)count[b];
+        }
+    }
+    for (uint32_t b = 0; st == QW_OK && b <= 0x7bffu; b++) {
+        if (count[b]) {
+            slot[b] = (uint16_t)nu;
+            x[nu] = (double)qw_fp16_to_fp32((uint16_t)b);
+            cw[nu++] = (double)count[b];
+        }
+    }
+    if (st == QW_OK) st = qw_kmeans1d(x, cw, nu, k, centers, &k_used, assign, NULL, err);
+    if (st == QW_OK) {
+        for (size_t j = 0; j < k; j++) lut[j] = j < k_used ? qw_fp32_to_fp16((float)centers[j]) : 0;
+        for (size_t i = 0; i < n; i++) idx[i] = (uint8_t)assign[slot[w[i] == 0x8000u ? 0 : w[i]]];
+    }
+    qw_free(count);
+    qw_free(slot);
+    qw_free(x);
+    qw_free(cw);
+    qw_free(centers);
+    qw_free(assign);
+    return st;
+}
+
+/* Tables of several groups at once: each writes only its own slots, so the output does not
+ * depend on the threads. */
+typedef struct lut_job {
+    const uint16_t *h;
+    uint16_t *lut;
+    uint8_t *idx;
+    size_t gsz, k;
+    int nbits;
+    const char *name;
+    qw_status *status;
+} lut_job;
+
+static void lut_task(void *ctx, size_t begin, size_t end, int worker) {
+    const lut_job *j = ctx;
+    (void)worker;
+    for (size_t g = begin; g < end; g++) {
+        j->status[g] = kmeans_group(j->h + g * j->gsz, j->gsz, j->nbits, j->name, j->lut + g * j->k,
+                                    j->idx + g * j->gsz, NULL);
+    }
+}
+
+/* LSB-first bit stream: element i takes bits [i*nbits, i*nbits + nbits) */
+static void pack_bits(const uint8_t *idx, size_t n, int nbits, uint8_t *out) {
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t bit = (uint64_t)i * (uint64_t)nbits;
+        const unsigned v = (unsigned)idx[i] << (bit % 8);
+        out[bit / 8] |= (uint8_t)v;
+        if ((bit % 8) + (unsigned)nbits > 8) out[bit / 8 + 1] |= (uint8_t)(v >> 8);
+    }
+}
+
+/* A weight as constexpr_lut_to_dense: per tensor in the iOS16 form (attributes: packed uint8
+ * indices, lut [2^n], uint32 shape), per group of output channels in the iOS18 form (inputs:
+ * uintN indices shaped like the weight, lut [groups, 1, 2^n, 1]). The whole tensor is held as
+ * fp16 while its tables are made. */
+static mv palettize(cm_build *b, const qw_hf_tensor *t, const char *mil_name) {
+    mv none = {0}, out = none;
+    const cm_plan *p = b->p;
+    const int64_t rows = t->n_rows, cols = t->ne[0], n = rows * cols;
+    const int64_t dims[2] = {rows, cols};
+    const int64_t group_rows = p->group_rows ? p->group_rows : rows, groups = rows / group_rows;
+    const size_t k = (size_t)1 << p->nbits, packed_bytes = (size_t)((n * p->nbits + 7) / 8);
+    uint16_t *h = qw_malloc_array((size_t)n, sizeof *h);
+    uint16_t *lut = qw_calloc((size_t)groups * k, sizeof *lut);
+    uint8_t *idx = qw_malloc_array((size_t)n, 1), *packed = qw_calloc(packed_bytes, 1);
+    qw_error e = {0};
+    qw_status st = h && lut && idx && packed
+                       ? QW_OK
+                       : qw_fail(&e, QW_ERR_NO_MEMORY, "out of memory palettizing %s", t->name);
+    const int64_t per = rows_per_chunk(b, t);
+    for (int64_t r0 = 0; st == QW_OK && r0 < rows; r0 += per) {
+        const int64_t m = rows - r0 < per ? rows - r0 : per;
+        if (!read_rows(b, t, r0, m)) {
+            st = qw_mil_status(b->m, &e); /* read_rows recorded the error in the builder */
+            break;
+        }
+        memcpy(h + r0 * cols, b->half, (size_t)(m * cols) * sizeof *h);
+    }
+    const size_t gsz = (size_t)(group_rows * cols);
+    qw_status *status = st == QW_OK ? qw_calloc((size_t)groups, sizeof *status) : NULL;
+    if (st == QW_OK && !status) st = qw_fail(&e, QW_ERR_NO_MEMORY, "out of memory");
+    if (st == QW_OK) {
+        lut_job job = {h, lut, idx, gsz, k, p->nbits, t->name, status};
+        if (b->pool && groups > 1) qw_pool_run(b->pool, (size_t)groups, 1, lut_task, &job);
+        else lut_task(&job, 0, (size_t)groups, 0);
+        /* a failed group is run again alone for its message */
+        for (int64_t g = 0; st == QW_OK && g < groups; g++) {
+            if (status[g] != QW_OK) {
+                st = kmeans_group(h + (size_t)g * gsz, gsz, p->nbits, t->name,
+                                  lut + (size_t)g * k, idx + (size_t)g * gsz, &e);
+                if (st == QW_OK) st = status[g];
+            }
+        }
+    }
+    qw_free(status);
+    if (st == QW_OK) pack_bits(idx, (size_t)n, p->nbits, packed);
+    uint64_t off = 0;
+    const uint32_t padding = (uint32_t)(8 * packed_bytes - (size_t)n * (size_t)p->nbits);
+    if (st == QW_OK && p->group_rows == 0) {
+        /* iOS16: indices are plain bytes */
+        const int64_t pdims[1] = {(int64_t)packed_bytes}, ldims[1] = {(int64_t)k},
+                      sdims[1] = {2};
+        const uint32_t shape[2] = {(uint32_t)rows, (uint32_t)cols};
+        static const char *const KEYS[] = {"indices", "lut", "shape"};
+        qw_mil_value *vals[3] = {
+            qw_mil_value_data(b->m, QW_MIL_UINT8, 1, pdims, packed, packed_bytes),
+            qw_mil_value_data(b->m, QW_MIL_FP16, 1, ldims, lut, k * 2),
+            qw_mil_value_data(b->m, QW_MIL_UINT32, 1, sdims, shape, sizeof shape),
+        };
+        out = qw_mil_constexpr(b->m, "constexpr_lut_to_dense", mil_name, KEYS, vals, 3,
+                               qw_mil_type(QW_MIL_FP16, 2, dims));
+    } else if (st == QW_OK) {
+        const qw_blob_dtype bt = p->nbits == 4 ? QW_BLOB_UINT4 : QW_BLOB_UINT6;
+        const int mt = p->nbits == 4 ? QW_MIL_UINT4 : QW_MIL_UINT6;
+        st = qw_blob_writer_begin(b->blobs, bt, packed_bytes, padding, &off, &e);
+        if (st == QW_OK) st = qw_blob_writer_write(b->blobs, packed, packed_bytes, &e);
+        const int64_t ldims[4] = {groups, 1, (int64_t)k, 1};
+        static const char *const KEYS[] = {"indices", "lut"};
+        qw_mil_value *vals[2] = {
+            st == QW_OK ? qw_mil_value_blob(b->m, mt, 2, dims, off) : NULL,
+            st == QW_OK ? qw_mil_value_data(b->m, QW_MIL_FP16, 4, ldims, lut,
+                                            (size_t)groups * k * 2)
+                        : NULL,
+        };
+        if (st == QW_OK) {
+            out = qw_mil_constexpr_inputs(b->m, "constexpr_lut_to_dense", mil_name, KEYS, vals,
+                                          2, qw_mil_type(QW_MIL_FP16, 2, dims));
+        }
+    }
+    if (st != QW_OK) fail(b, &e, st);
+    if (out.name) b->n_compressed += (uint64_t)n;
+    qw_free(h);
+    qw_free(lut);
+    qw_free(idx);
+    qw_free(packed);
+    return out;
+}
+
+/* A weight as a const: fp16, or int8 behind constexpr_affine_dequantize (iOS16: parameters in
+ * the op's attributes, scale and zero point per output channel along axis 0). */
+static mv weight(cm_build *b, const qw_hf_tensor *t, const char *mil_name) {
+    mv none = {0};
+    if (!ok(b)) return none;
+    const int rank = t->n_dims >= 2 ? 2 : 1;
+    const int64_t rows = t->n_rows, cols = t->ne[0], n = rows * cols;
+    const int64_t dims[2] = {rank == 2 ? rows : cols, cols};
+    b->n_params += (uint64_t)n;
+    if (t->n_dims > 2) {
+        qw_error e = {0};
+        fail(b, &e,
+             qw_fail_at(&e, QW_ERR_UNSUPPORTED_INPUT, t->name, -1,
+                        "tensor \"%s\" has %d dimensions; the coreml backend writes 1-D and 2-D "
+                        "weights", t->name, t->n_dims));
+        return none;
+    }
+    const int64_t per = rows_per_chunk(b, t);
+    if (!compressed(b->p, t)) {
+        if (n < 10) { /* inline: one small read */
+            if (!read_rows(b, t, 0, rows)) return none;
+            return qw_mil_const_data(b->m, mil_name, QW_MIL_FP16, rank, dims, b->half,
+                                     (size_t)n * 2);
+        }
+        uint64_t offset;
+        if (!blob_begin(b, QW_BLOB_FLOAT16, (uint64_t)n * 2, &offset)) return none;
+        for (int64_t r0 = 0; r0 < rows; r0 += per) {
+            const int64_t k = rows - r0 < per ? rows - r0 : per;
+            if (!read_rows(b, t, r0, k) || !blob_put(b, b->half, (size_t)(k * cols) * 2)) {
+                return none;
+            }
+        }
+        return qw_mil_const_blob(b->m, mil_name, QW_MIL_FP16, rank, dims, offset);
+    }
+    if (b->p->quant == CM_LUT) return palettize(b, t, mil_name);
+    uint16_t *scales = qw_malloc_array((size_t)rows, sizeof *scales);
+    int8_t *zeros = qw_malloc_array((size_t)rows, sizeof *zeros);
+    uint64_t data_offset = 0;
+    bool good = scales && zeros;
+    if (!good) {
+        qw_error e = {0};
+        fail(b, &e, qw_fail(&e, QW_ERR_NO_MEMORY, "out of memory"));
+    }
+    good = good && blob_begin(b, QW_BLOB_INT8, (uint64_t)n, &data_offset);
+    for (int64_t r0 = 0; good && r0 < rows; r0 += per) {
+        const int64_t k = rows - r0 < per ? rows - r0 : per;
+        good = read_rows(b, t, r0, k);
+        for (size_t i = 0; good && i < (size_t)(k * cols); i++) {
+            if (!isfinite(b->rows[i])) {
+                qw_error e = {0};
+                fail(b, &e,
+                     qw_fail_at(&e, QW_ERR_UNSUPPORTED_INPUT, t->name, -1,
+                                "tensor \"%s\" holds a value that is not finite: it cannot be "
+                                "quantized", t->name));
+                good = false;
+            }
+        }
+        for (int64_t r = 0; good && r < k; r++) {
+            quantize_row(b->half + r * cols, cols, b->p->quant, b->q + r * cols, &scales[r0 + r],
+                         &zeros[r0 + r]);
+        }
+        good = good && blob_put(b, b->q, (size_t)(k * cols));
+    }
+    mv out = none;
+    if (good) {
+        const int64_t vdims[1] = {rows};
+        static const char *const KEYS[] = {"quantized_data", "zero_point", "scale", "axis"};
+        qw_mil_value *vals[4] = {
+            qw_mil_value_blob(b->m, QW_MIL_INT8, 2, dims, data_offset),
+            qw_mil_value_data(b->m, QW_MIL_INT8, 1, vdims, zeros, (size_t)rows),
+            qw_mil_value_data(b->m, QW_MIL_FP16, 1, vdims, scales, (size_t)rows * 2),
+            qw_mil_value_i32(b->m, 0),
+        };
+        out = qw_mil_constexpr(b->m, "constexpr_affine_dequantize", mil_name, KEYS, vals, 4,
+                               qw_mil_type(QW_MIL_FP16, 2, dims));
+        b->n_compressed += (uint64_t)n;
+    }
+    qw_free(scales);
+    qw_free(zeros);
+    return out;
+}
+
+static const qw_hf_tensor *tensor(cm_build *b, bool required, const char *fmt, ...)
+    QW_PRINTF(3, 4);
+static const qw_hf_tensor *tensor(cm_build *b, bool required, const char *fmt, ...) {
+    char name[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const qw_hf_tensor *t = qw_hf_view_find(b->p->view, name);
+    if (!t && required && ok(b)) {
+        qw_error e = {0};
+        fail(b, &e,
+             qw_fail_at(&e, QW_ERR_CORRUPT, name, -1, "the model has no tensor \"%s\"", name));
+    }
+    return t;
+}
+
+/* ---- ops ------------------------------------------------------------------------------------ */
+
+#define ARGS(...)                                                                                  \
+    (const qw_mil_arg[]){__VA_ARGS__},                                                             \
+        sizeof((const qw_mil_arg[]){__VA_ARGS__}) / sizeof(qw_mil_arg)
+#define A(key, var) {key, &(var), 1}
+
+/* "<a><suffix>" into dst (cap bytes), cut short if longer: op names stay far below the cap,
+ * and plain copies keep -Wformat-truncation out of the many name builders */
+static char *join(char *dst, size_t cap, const char *a, const char *suffix) {
+    const size_t la = strnlen(a, cap - 1), lb = strnlen(suffix, cap - 1 - la);
+    memcpy(dst, a, la);
+    memcpy(dst + la, suffix, lb);
+    dst[la + lb] = '\0';
+    return dst;
+}
+
+/* numpy broadcasting of two shapes (a symbolic dim against 1 stays symbolic) */
+static mv broadcast(mv a, mv c, int dtype) {
+    mv t = {NULL, dtype, a.rank > c.rank ? a.rank : c.rank, {0}};
+    for (int i = 0; i < t.rank; i++) {
+        const int ia = i - (t.rank - a.rank), ic = i - (t.rank - c.rank);
+        const int64_t da = ia >= 0 ? a.dims[ia] : 1, dc = ic >= 0 ? c.dims[ic] : 1;
+        t.dims[i] = da == 1 ? dc : da;
+    }
+    return t;
+}
+
+static mv binary(cm_build *b, const char *type, const char *name, mv x, mv y) {
+    const int dt = strcmp(type, "greater") == 0 || strcmp(type, "equal") == 0 ? QW_MIL_BOOL
+                                                                              : x.dtype;
+    mv out = broadcast(x, y, dt);
+    return qw_mil_op(b->m, type, name, ARGS(A("x", x), A("y", y)), out);
+}
+
+static mv unary(cm_build *b, const char *type, const char *name, mv x) {
+    return qw_mil_op(b->m, type, name, ARGS(A("x", x)), x);
+}
+
+static mv cast(cm_build *b, const char *name, mv x, const char *dtype) {
+    char key[160];
+    join(key, sizeof key, name, "_dtype");
+    mv d = qw_mil_const_str(b->m, key, dtype);
+    mv out = x;
+    out.dtype = strcmp(dtype, "fp32") == 0 ? QW_MIL_FP32 : QW_MIL_FP16;
+    return qw_mil_op(b->m, "cast", name, ARGS(A("x", x), A("dtype", d)), out);
+}
+
+static mv reshape(cm_build *b, const char *name, mv x, const int32_t *shape, int rank) {
+    char key[160];
+    join(key, sizeof key, name, "_shape");
+    mv s = qw_mil_const_i32(b->m, key, shape, (size_t)rank, 1);
+    mv out = {NULL, x.dtype, rank, {0}};
+    for (int i = 0; i < rank; i++) out.dims[i] = shape[i] < 0 ? QW_MIL_DYN : shape[i];
+    return qw_mil_op(b->m, "reshape", name, ARGS(A("x", x), A("shape", s)), out);
+}
+
+static mv transpose(cm_build *b, const char *name, mv x, const int32_t *perm) {
+    char key[160];
+    join(key, sizeof key, name, "_perm");
+    mv pv = qw_mil_const_i32(b->m, key, perm, (size_t)x.rank, 1);
+    mv out = x;
+    for (int i = 0; i < x.rank; i++) out.dims[i] = x.dims[perm[i]];
+    return qw_mil_op(b->m, "transpose", name, ARGS(A("x", x), A("perm", pv)), out);
+}
+
+static mv expand_dims(cm_build *b, const char *name, mv x, int32_t axis) {
+    char key[160];
+    join(key, sizeof key, name, "_axes");
+    mv ax = qw_mil_const_i32(b->m, key, &axis, 1, 1);
+    mv out = x;
+    out.rank = x.rank + 1;
+    for (int i = 0, j = 0; i < out.rank; i++) out.dims[i] = i == axis ? 1 : x.dims[j++];
+    return qw_mil_op(b->m, "expand_dims", name, ARGS(A("x", x), A("axes", ax)), out);
+}
+
+static mv linear(cm_build *b, const char *name, mv x, mv w, const mv *bias) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    mv out = x;
+    out.dims[x.rank - 1] = w.dims[0];
+    if (bias) {
+        return qw_mil_op(b->m, "linear", name, ARGS(A("x", x), A("weight", w), A("bias", *bias)),
+                         out);
+    }
+    return qw_mil_op(b->m, "linear", name, ARGS(A("x", x), A("weight", w)), out);
+}
+
+static mv matmul(cm_build *b, const char *name, mv x, mv y, bool transpose_y) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    char key[160];
+    join(key, sizeof key, name, "_transpose_x");
+    mv tx = qw_mil_const_bool(b->m, key, false);
+    join(key, sizeof key, name, "_transpose_y");
+    mv ty = qw_mil_const_bool(b->m, key, transpose_y);
+    mv out = x;
+    out.dims[x.rank - 1] = transpose_y ? y.dims[y.rank - 2] : y.dims[y.rank - 1];
+    return qw_mil_op(b->m, "matmul", name,
+                     ARGS(A("x", x), A("y", y), A("transpose_x", tx), A("transpose_y", ty)), out);
+}
+
+/* RMSNorm in float32 as transformers computes it (mean of squares in f32, so x^2 cannot
+ * overflow fp16), the result back in fp16 times the weight. */
+static mv rms_norm(cm_build *b, const char *pre, mv x, mv w) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    char n1[160], n2[160];
+    join(n1, sizeof n1, pre, "_x32");
+    mv xf = cast(b, n1, x, "fp32");
+    join(n1, sizeof n1, pre, "_sq");
+    mv sq = binary(b, "mul", n1, xf, xf);
+    join(n1, sizeof n1, pre, "_mean_axes");
+    const int32_t last = -1;
+    mv axes = qw_mil_const_i32(b->m, n1, &last, 1, 1);
+    join(n1, sizeof n1, pre, "_mean_keep_dims");
+    mv keep = qw_mil_const_bool(b->m, n1, true);
+    mv mean_t = xf;
+    mean_t.dims[xf.rank - 1] = 1;
+    join(n1, sizeof n1, pre, "_mean");
+    mv mean = qw_mil_op(b->m, "reduce_mean", n1,
+                        ARGS(A("x", sq), A("axes", axes), A("keep_dims", keep)), mean_t);
+    join(n1, sizeof n1, pre, "_eps");
+    mv eps = qw_mil_const_f32(b->m, n1, (float)b->p->rms_eps);
+    join(n2, sizeof n2, pre, "_rsqrt");
+    mv r = qw_mil_op(b->m, "rsqrt", n2, ARGS(A("x", mean), A("epsilon", eps)), mean);
+    join(n1, sizeof n1, pre, "_scaled");
+    mv y = binary(b, "mul", n1, xf, r);
+    join(n1, sizeof n1, pre, "_x16");
+    mv yh = cast(b, n1, y, "fp16");
+    return binary(b, "mul", pre, yh, w);
+}
+
+/* x * cos + rotate_half(x) * sin on [B, heads, S, head_dim] */
+static mv rope(cm_build *b, const char *pre, mv x, mv cos_t, mv sin_t) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    const int32_t hd = (int32_t)b->p->head_dim, half = hd / 2;
+    char n1[160];
+    const int32_t b1[4] = {0, 0, 0, 0}, e1[4] = {0, 0, 0, half};
+    const int32_t b2[4] = {0, 0, 0, half}, e2[4] = {0, 0, 0, 0};
+    const bool bm[4] = {true, true, true, false}, em1[4] = {true, true, true, false},
+               em2[4] = {true, true, true, true};
+    mv parts[2];
+    for (int k = 0; k < 2; k++) {
+        join(n1, sizeof n1, pre, k ? "_half1_begin" : "_half0_begin");
+        mv beg = qw_mil_const_i32(b->m, n1, k ? b2 : b1, 4, 1);
+        join(n1, sizeof n1, pre, k ? "_half1_end" : "_half0_end");
+        mv end = qw_mil_const_i32(b->m, n1, k ? e2 : e1, 4, 1);
+        join(n1, sizeof n1, pre, k ? "_half1_begin_mask" : "_half0_begin_mask");
+        mv bmask = qw_mil_const_bools(b->m, n1, bm, 4);
+        join(n1, sizeof n1, pre, k ? "_half1_end_mask" : "_half0_end_mask");
+        mv emask = qw_mil_const_bools(b->m, n1, k ? em2 : em1, 4);
+        mv out = x;
+        out.dims[3] = half;
+        join(n1, sizeof n1, pre, k ? "_half1" : "_half0");
+        parts[k] = qw_mil_op(b->m, "slice_by_index", n1,
+                             ARGS(A("x", x), A("begin", beg), A("end", end),
+                                  A("begin_mask", bmask), A("end_mask", emask)),
+                             out);
+    }
+    join(n1, sizeof n1, pre, "_neg_one");
+    mv neg1 = qw_mil_const_f16(b->m, n1, -1.0f);
+    join(n1, sizeof n1, pre, "_half1_neg");
+    mv vals[2] = {binary(b, "mul", n1, parts[1], neg1), parts[0]};
+    join(n1, sizeof n1, pre, "_rot_axis");
+    mv axis = qw_mil_const_i32(b->m, n1, (const int32_t[]){3}, 1, 0);
+    join(n1, sizeof n1, pre, "_rot_interleave");
+    mv inter = qw_mil_const_bool(b->m, n1, false);
+    join(n1, sizeof n1, pre, "_rot");
+    const qw_mil_arg cargs[] = {{"values", vals, 2}, A("axis", axis), A("interleave", inter)};
+    mv rot = qw_mil_op(b->m, "concat", n1, cargs, 3, x);
+    join(n1, sizeof n1, pre, "_cos");
+    mv xc = binary(b, "mul", n1, x, cos_t);
+    join(n1, sizeof n1, pre, "_sin");
+    mv rs = binary(b, "mul", n1, rot, sin_t);
+    return binary(b, "add", pre, xc, rs);
+}
+
+/* ---- the program ---------------------------------------------------------------------------- */
+
+typedef struct cm_shared {
+    mv cos, sin; /* [B, 1, S, head_dim] */
+    mv bias;     /* [B, 1, S, S]: 0 where a query may see a key, MASK_VALUE elsewhere */
+} cm_shared;
+
+/* [B, S, n*hd] -> [B, n, S, hd], with Qwen3's per-head norm and RoPE */
+static mv project_heads(cm_build *b, const char *pre, mv h, const char *proj, long long layer,
+                        int64_t n_heads, const char *norm_name, const cm_shared *sh) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    char n1[160];
+    const qw_hf_tensor *wt = tensor(b, true, "model.layers.%lld.self_attn.%s.weight", layer, proj);
+    const qw_hf_tensor *bt = tensor(b, false, "model.layers.%lld.self_attn.%s.bias", layer, proj);
+    if (!wt) return (mv){0};
+    join(n1, sizeof n1, pre, "_weight");
+    mv w = weight(b, wt, n1);
+    mv bias = {0};
+    if (bt) {
+        join(n1, sizeof n1, pre, "_bias");
+        bias = weight(b, bt, n1);
+    }
+    join(n1, sizeof n1, pre, "_linear");
+    mv y = linear(b, n1, h, w, bt ? &bias : NULL);
+    const int64_t hd = b->p->head_dim, batch = b->p->settings.batch;
+    const int32_t shape[4] = {(int32_t)batch, -1, (int32_t)n_heads, (int32_t)hd};
+    join(n1, sizeof n1, pre, "_heads");
+    mv r = reshape(b, n1, y, shape, 4);
+    r.dims[1] = QW_MIL_DYN;
+    if (norm_name) {
+        const qw_hf_tensor *nt =
+            tensor(b, false, "model.layers.%lld.self_attn.%s.weight", layer, norm_name);
+        if (nt) {
+            join(n1, sizeof n1, pre, "_norm_weight");
+            mv nw = weight(b, nt, n1);
+            join(n1, sizeof n1, pre, "_norm");
+            r = rms_norm(b, n1, r, nw);
+        }
+    }
+    join(n1, sizeof n1, pre, "_t");
+    mv t = transpose(b, n1, r, (const int32_t[]){0, 2, 1, 3});
+    if (!sh) return t;
+    join(n1, sizeof n1, pre, "_rope");
+    return rope(b, n1, t, sh->cos, sh->sin);
+}
+
+/* HF's repeat_kv: key/value head j serves query heads j*rep .. j*rep+rep-1 */
+static mv repeat_kv(cm_build *b, const char *pre, mv x, int64_t rep) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    if (rep == 1) return x;
+    char n1[160];
+    join(n1, sizeof n1, pre, "_x");
+    mv e = expand_dims(b, n1, x, 2);
+    join(n1, sizeof n1, pre, "_reps");
+    const int32_t reps[5] = {1, 1, (int32_t)rep, 1, 1};
+    mv rv = qw_mil_const_i32(b->m, n1, reps, 5, 1);
+    mv tiled_t = e;
+    tiled_t.dims[2] = rep;
+    join(n1, sizeof n1, pre, "_tiled");
+    mv tiled = qw_mil_op(b->m, "tile", n1, ARGS(A("x", e), A("reps", rv)), tiled_t);
+    const int32_t shape[4] = {(int32_t)x.dims[0], (int32_t)(x.dims[1] * rep), -1,
+                              (int32_t)x.dims[3]};
+    return reshape(b, pre, tiled, shape, 4);
+}
+
+static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    const cm_plan *p = b->p;
+    const int64_t nh = p->hp.n_head, nkv = p->hp.n_head_kv, hd = p->head_dim;
+    char pre[64], n1[160];
+    snprintf(pre, sizeof pre, "layers_%lld", layer);
+    const qw_hf_tensor *t1 = tensor(b, true, "model.layers.%lld.input_layernorm.weight", layer);
+    const qw_hf_tensor *t2 =
+        tensor(b, true, "model.layers.%lld.post_attention_layernorm.weight", layer);
+    if (!t1 || !t2) return (mv){0};
+    join(n1, sizeof n1, pre, "_input_norm_weight");
+    mv w1 = weight(b, t1, n1);
+    join(n1, sizeof n1, pre, "_input_norm");
+    mv h = rms_norm(b, n1, x, w1);
+    join(n1, sizeof n1, pre, "_q");
+    mv q = project_heads(b, n1, h, "q_proj", layer, nh, "q_norm", sh);
+    join(n1, sizeof n1, pre, "_k");
+    mv k = project_heads(b, n1, h, "k_proj", layer, nkv, "k_norm", sh);
+    join(n1, sizeof n1, pre, "_v");
+    mv v = project_heads(b, n1, h, "v_proj", layer, nkv, NULL, NULL);
+    join(n1, sizeof n1, pre, "_k_rep");
+    k = repeat_kv(b, n1, k, nh / nkv);
+    k.dims[2] = QW_MIL_DYN;
+    join(n1, sizeof n1, pre, "_v_rep");
+    v = repeat_kv(b, n1, v, nh / nkv);
+    v.dims[2] = QW_MIL_DYN;
+    /* q scaled before the product: the same result, and smaller fp16 intermediates */
+    join(n1, sizeof n1, pre, "_q_scale");
+    mv scale = qw_mil_const_f16(b->m, n1, (float)(1.0 / sqrt((double)hd)));
+    join(n1, sizeof n1, pre, "_q_scaled");
+    mv qs = binary(b, "mul", n1, q, scale);
+    join(n1, sizeof n1, pre, "_scores");
+    mv s = matmul(b, n1, qs, k, true);
+    join(n1, sizeof n1, pre, "_scores_masked");
+    mv sm = binary(b, "add", n1, s, sh->bias);
+    join(n1, sizeof n1, pre, "_softmax_axis");
+    mv axis = qw_mil_const_i32(b->m, n1, (const int32_t[]){-1}, 1, 0);
+    join(n1, sizeof n1, pre, "_probs");
+    mv pr = qw_mil_op(b->m, "softmax", n1, ARGS(A("x", sm), A("axis", axis)), sm);
+    join(n1, sizeof n1, pre, "_attn");
+    mv o = matmul(b, n1, pr, v, false);
+    join(n1, sizeof n1, pre, "_attn_t");
+    mv ot = transpose(b, n1, o, (const int32_t[]){0, 2, 1, 3});
+    join(n1, sizeof n1, pre, "_attn_flat");
+    const int32_t flat[3] = {(int32_t)p->settings.batch, -1, (int32_t)(nh * hd)};
+    mv of = reshape(b, n1, ot, flat, 3);
+    const qw_hf_tensor *wo = tensor(b, true, "model.layers.%lld.self_attn.o_proj.weight", layer);
+    if (!wo) return (mv){0};
+    join(n1, sizeof n1, pre, "_o_weight");
+    mv wov = weight(b, wo, n1);
+    join(n1, sizeof n1, pre, "_o");
+    mv attn = linear(b, n1, of, wov, NULL);
+    join(n1, sizeof n1, pre, "_attn_residual");
+    x = binary(b, "add", n1, x, attn);
+
+    join(n1, sizeof n1, pre, "_post_norm_weight");
+    mv w2 = weight(b, t2, n1);
+    join(n1, sizeof n1, pre, "_post_norm");
+    mv h2 = rms_norm(b, n1, x, w2);
+    static const char *const MLP[] = {"gate", "up", "down"};
+    mv mw[3];
+    for (int i = 0; i < 3; i++) {
+        const qw_hf_tensor *t =
+            tensor(b, true, "model.layers.%lld.mlp.%s_proj.weight", layer, MLP[i]);
+        if (!t) return (mv){0};
+        static const char *const MLP_WEIGHTS[] = {"_gate_weight", "_up_weight", "_down_weight"};
+        join(n1, sizeof n1, pre, MLP_WEIGHTS[i]);
+        mw[i] = weight(b, t, n1);
+    }
+    join(n1, sizeof n1, pre, "_gate");
+    mv g = linear(b, n1, h2, mw[0], NULL);
+    join(n1, sizeof n1, pre, "_up");
+    mv u = linear(b, n1, h2, mw[1], NULL);
+    join(n1, sizeof n1, pre, "_act");
+    mv a = unary(b, "silu", n1, g);
+    join(n1, sizeof n1, pre, "_gated");
+    mv gu = binary(b, "mul", n1, a, u);
+    join(n1, sizeof n1, pre, "_down");
+    mv d = linear(b, n1, gu, mw[2], NULL);
+    join(n1, sizeof n1, pre, "_out");
+    return binary(b, "add", n1, x, d);
+}
+
+/* inv_freq as transformers initialises it (f32 powers), with linear or llama3 scaling */
+static void rope_inv_freq(const cm_plan *p, float *inv) {
+    const qw_hparams *hp = &p->hp;
+    const int64_t hd = p->head_dim, half = hd / 2;
+    for (int64_t i = 0; i < half; i++) {
+        inv[i] = 1.0f / powf((float)p->rope_theta, (float)(2 * i) / (float)hd);
+    }
+    if (strcmp(hp->rope_type, "linear") == 0) {
+        for (int64_t i = 0; i < half; i++) inv[i] /= (float)hp->rope_factor;
+    } else if (strcmp(hp->rope_type, "llama3") == 0) {
+        const double factor = hp->rope_factor, lo = hp->rope_low_freq_factor,
+                     hi = hp->rope_high_freq_factor, orig = (double)hp->rope_orig_ctx;
+        for (int64_t i = 0; i < half; i++) {
+            const double wavelen = 2.0 * 3.14159265358979323846 / inv[i];
+            if (wavelen > orig / lo) {
+                inv[i] = (float)(inv[i] / factor);
+            } else if (wavelen >= orig / hi) {
+                const double smooth = (orig / wavelen - lo) / (hi - lo);
+                inv[i] = (float)((1.0 - smooth) * inv[i] / factor + smooth * inv[i]);
+            }
+        }
+    }
+}
+
+/* cos and sin of every position up to seq_length, [seq_length, head_dim] fp16, gathered by
+ * position: the program never needs the sequence length as a number. */
+static void rope_tables(cm_build *b, mv pos, cm_shared *sh) {
+    const cm_plan *p = b->p;
+    const int64_t hd = p->head_dim, half = hd / 2, len = p->settings.seq_length;
+    float *inv = qw_malloc_array((size_t)half, sizeof *inv);
+    uint16_t *tab = qw_malloc_array((size_t)(len * hd), sizeof *tab);
+    if (!inv || !tab) {
+        qw_error e = {0};
+        fail(b, &e, qw_fail(&e, QW_ERR_NO_MEMORY, "out of memory"));
+    } else {
+        rope_inv_freq(p, inv);
+    }
+    for (int k = 0; inv && tab && k < 2; k++) {
+        for (int64_t t = 0; t < len; t++) {
+            for (int64_t i = 0; i < hd; i++) {
+                const float angle = (float)t * inv[i % half]; /* f32, as torch */
+                const double v = k ? sin((double)angle) : cos((double)angle);
+                tab[t * hd + i] = qw_fp32_to_fp16((float)v);
+            }
+        }
+        const int64_t dims[2] = {len, hd};
+        mv table = qw_mil_const_data(b->m, k ? "rope_sin_table" : "rope_cos_table", QW_MIL_FP16,
+                                     2, dims, tab, (size_t)(len * hd) * 2);
+        mv axis = qw_mil_const_i32(b->m, k ? "rope_sin_axis" : "rope_cos_axis",
+                                   (const int32_t[]){0}, 1, 0);
+        mv bd = qw_mil_const_i32(b->m, k ? "rope_sin_batch_dims" : "rope_cos_batch_dims",
+                                 (const int32_t[]){0}, 1, 0);
+        const int64_t gd[3] = {pos.dims[0], pos.dims[1], hd};
+        mv g = qw_mil_op(b->m, "gather", k ? "rope_sin_rows" : "rope_cos_rows",
+                         ARGS(A("x", table), A("indices", pos), A("axis", axis),
+                              A("batch_dims", bd)),
+                         qw_mil_type(QW_MIL_FP16, 3, gd));
+        mv e = expand_dims(b, k ? "rope_sin" : "rope_cos", g, 1);
+        if (k) sh->sin = e;
+        else sh->cos = e;
+    }
+    qw_free(inv);
+    qw_free(tab);
+}
+
+static void build_program(cm_build *b, qw_reporter *r) {
+    const cm_plan *p = b->p;
+    const int64_t in_dims[2] = {p->settings.batch, QW_MIL_DYN};
+    mv ids = qw_mil_input(b->m, "input_ids", QW_MIL_INT32, 2, in_dims);
+    mv am = qw_mil_input(b->m, "attention_mask", QW_MIL_INT32, 2, in_dims);
+    const qw_hf_tensor *et = tensor(b, true, "model.embed_tokens.weight");
+    if (!et) return;
+    mv embed = weight(b, et, "embed_tokens_weight");
+    mv axis0 = qw_mil_const_i32(b->m, "embed_axis", (const int32_t[]){0}, 1, 0);
+    mv bd0 = qw_mil_const_i32(b->m, "embed_batch_dims", (const int32_t[]){0}, 1, 0);
+    const int64_t xd[3] = {p->settings.batch, QW_MIL_DYN, p->hp.n_embd};
+    mv x = qw_mil_op(b->m, "gather", "embed",
+                     ARGS(A("x", embed), A("indices", ids), A("axis", axis0), A("batch_dims", bd0)),
+                     qw_mil_type(QW_MIL_FP16, 3, xd));
+    /* positions 0..S-1 as an exclusive running sum of ones shaped like the input */
+    mv zero = qw_mil_const_i32(b->m, "zero_i32", (const int32_t[]){0}, 1, 0);
+    mv one = qw_mil_const_i32(b->m, "one_i32", (const int32_t[]){1}, 1, 0);
+    mv zeros = binary(b, "mul", "ids_zeros", ids, zero);
+    mv ones = binary(b, "add", "ids_ones", zeros, one);
+    mv cax = qw_mil_const_i32(b->m, "positions_axis", (const int32_t[]){1}, 1, 0);
+    mv excl = qw_mil_const_bool(b->m, "positions_exclusive", true);
+    mv rev = qw_mil_const_bool(b->m, "positions_reverse", false);
+    mv pos = qw_mil_op(b->m, "cumsum", "positions",
+                       ARGS(A("x", ones), A("axis", cax), A("exclusive", excl), A("reverse", rev)),
+                       ones);
+    cm_shared sh;
+    rope_tables(b, pos, &sh);
+    /* causal + padding mask: key j is blocked for query i when j > i or attention_mask[j] == 0 */
+    mv pi = expand_dims(b, "query_positions", pos, 2);
+    mv pj = expand_dims(b, "key_positions", pos, 1);
+    mv future = binary(b, "greater", "future_keys", pj, pi);
+    mv amj = expand_dims(b, "key_mask", am, 1);
+    mv padded = binary(b, "equal", "padded_keys", amj, zero);
+    mv blocked = binary(b, "logical_or", "blocked_keys", future, padded);
+    /* select() would take its shape from the two values only, so the mask is scaled instead */
+    mv blocked16 = cast(b, "blocked_keys_fp16", blocked, "fp16");
+    mv neg = qw_mil_const_f16(b->m, "mask_value", MASK_VALUE);
+    mv bias3 = binary(b, "mul", "mask_bias", blocked16, neg);
+    sh.bias = expand_dims(b, "attention_bias", bias3, 1);
+    for (long long layer = 0; ok(b) && layer < p->hp.n_layer; layer++) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "block %lld/%lld", layer + 1, (long long)p->hp.n_layer);
+        qw_error e = {0};
+        qw_status st = qw_progress(r, 2 + (int)(90 * layer / p->hp.n_layer), "converting", msg, &e);
+        if (st != QW_OK) {
+            fail(b, &e, st);
+            return;
+        }
+        x = block(b, layer, x, &sh);
+    }
+    const qw_hf_tensor *nt = tensor(b, true, "model.norm.weight");
+    if (!nt) return;
+    mv nw = weight(b, nt, "norm_weight");
+    mv h = rms_norm(b, "norm", x, nw);
+    mv head = embed;
+    const qw_hf_tensor *lt = tensor(b, false, "lm_head.weight");
+    if (lt) head = weight(b, lt, "lm_head_weight");
+    mv logits16 = linear(b, "lm_head", h, head, NULL);
+    mv logits = cast(b, "logits", logits16, "fp32");
+    qw_mil_output(b->m, logits);
+}
+
+/* ---- execution ------------------------------------------------------------------------------ */
+
+/* An earlier output is replaced only if it is a package (it has a Manifest.json). */
+static bool is_mlpackage(const char *dir) {
+    char *manifest = qw_path_join(dir, "Manifest.json");
+    const bool ours = manifest && qw_path_is_file(manifest);
+    qw_free(manifest);
+    return ours;
+}
+
+static qw_status write_spec(const char *dir, const uint8_t *data, size_t len, qw_error *err) {
+    char *path = qw_sprintf("%s/Data/" QW_MLPACKAGE_AUTHOR "/model.mlmodel", dir);
+    if (!path) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    qw_output *o = NULL;
+    qw_status st = qw_output_open(path, &o, err);
+    if (st == QW_OK) st = qw_output_write(o, data, len, err);
+    if (st == QW_OK) {
+        st = qw_output_commit(o, err);
+        o = NULL;
+    }
+    qw_output_abort(o);
+    qw_free(path);
+    return st;
+}
+
+static qw_status execute_into(const qw_run_context *ctx, cm_plan *p, const char *dir,
+                              cm_build *b, qw_error *err) {
+    const qw_model *model = ctx->model;
+    char *seed = qw_sprintf("%s/%s", model->name, p->format);
+    qw_status st = seed ? qw_mlpackage_layout(dir, seed, err)
+                        : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    qw_free(seed);
+    QW_TRY(st);
+    char *blob_path = qw_sprintf("%s/Data/" QW_MLPACKAGE_AUTHOR "/weights/weight.bin", dir);
+    if (!blob_path) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    st = qw_blob_writer_open(blob_path, &b->blobs, err);
+    qw_free(blob_path);
+    QW_TRY(st);
+    QW_TRY(qw_mil_create(b->blobs, &b->m, err));
+    build_program(b, ctx->reporter);
+    QW_TRY(qw_mil_status(b->m, err));
+    qw_blob_writer *w = b->blobs;
+    b->blobs = NULL;
+    QW_TRY(qw_blob_writer_finish(w, err));
+    QW_TRY(qw_progress(ctx->reporter, 95, "writing", "model.mlmodel", err));
+
+    const int64_t batch = p->settings.batch;
+    qw_mil_feature inputs[2] = {
+        {"input_ids", "Token ids", QW_ARRAY_INT32, 2, {batch, p->settings.default_len}, true,
+         {batch, 1}, {batch, p->settings.seq_length}},
+        {"attention_mask", "1 for tokens to attend to, 0 for padding", QW_ARRAY_INT32, 2,
+         {batch, p->settings.default_len}, true, {batch, 1}, {batch, p->settings.seq_length}},
+    };
+    qw_mil_feature outputs[1] = {
+        {"logits", "Next-token logits [batch, sequence, vocabulary]", QW_ARRAY_FLOAT32, 0, {0},
+         false, {0}, {0}},
+    };
+    const char *const meta[] = {
+        "qwodel.version",         QW_VERSION,
+        "qwodel.source",          model->path,
+        "qwodel.format",          p->format,
+        "qwodel.compute_units",   p->settings.compute_units,
+        "co.huggingface.exporters.name", model->name,
+    };
+    char *desc = qw_sprintf("%s (%s) converted by qwodel", model->name, p->format);
+    const qw_mil_model_info info = {p->spec, p->opset, inputs, 2, outputs, 1, desc, meta,
+                                    sizeof meta / sizeof meta[0] / 2};
+    uint8_t *spec = NULL;
+    size_t spec_len = 0;
+    st = desc ? qw_mil_serialize(b->m, &info, &spec, &spec_len, err)
+              : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    qw_free(desc);
+    if (st == QW_OK) st = write_spec(dir, spec, spec_len, err);
+    qw_free(spec);
+    return st;
+}
+
+static qw_status coreml_execute(const qw_run_context *ctx, const qw_plan *plan,
+                                qw_run_result *result, qw_error *err) {
+    cm_plan *p = plan->priv;
+    cm_build b = {0};
+    b.p = p;
+    b.pool = ctx->pool;
+    /* chunk buffers: at least one row of the widest tensor, else 4M elements */
+    int64_t widest = 1;
+    for (size_t i = 0; i < qw_hf_view_count(p->view); i++) {
+        const int64_t w = qw_hf_view_at(p->view, i)->ne[0];
+        widest = w > widest ? w : widest;
+    }
+    b.chunk = (size_t)(widest > (4 << 20) ? widest : (4 << 20));
+    b.rows = qw_malloc_array(b.chunk, sizeof *b.rows);
+    b.half = qw_malloc_array(b.chunk, sizeof *b.half);
+    b.q = qw_malloc_array(b.chunk, sizeof *b.q);
+    char *tmp = qw_sprintf("%s.qwodel-tmp-%ld", plan->output_path, (long)getpid());
+    qw_status st = tmp && b.rows && b.half && b.q ? qw_mkdir_p(tmp, err)
+                                                  : qw_fail(err, QW_ERR_NO_MEMORY,
+                                                            "out of memory");
+    if (st == QW_OK) st = execute_into(ctx, p, tmp, &b, err);
+    qw_blob_writer_abort(b.blobs);
+    qw_mil_free(b.m);
+    if (st == QW_OK) {
+        st = qw_dir_publish(tmp, plan->output_path, is_mlpackage, "an .mlpackage", err);
+    }
+    if (st != QW_OK && tmp) qw_dir_remove_tree(tmp); /* a failed or cancelled run leaves nothing */
+    qw_free(tmp);
+    qw_free(b.rows);
+    qw_free(b.half);
+    qw_free(b.q);
+    QW_TRY(st);
+    QW_TRY(qw_progress(ctx->reporter, 100, "done", plan->output_path, err));
+    /* the package's size: its three files */
+    static const char *const FILES[] = {"Manifest.json",
+                                        "Data/" QW_MLPACKAGE_AUTHOR "/model.mlmodel",
+                                        "Data/" QW_MLPACKAGE_AUTHOR "/weights/weight.bin"};
+    uint64_t size = 0, weights = 0;
+    for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++) {
+        char *path = qw_path_join(plan->output_path, FILES[i]);
+        struct stat sb;
+        if (path && stat(path, &sb) == 0) {
+            size += (uint64_t)sb.st_size;
+            if (i == 2) weights = (uint64_t)sb.st_size;
+        }
+        qw_free(path);
+    }
+    result->file_size = size;
+    result->data_bytes = weights;
+    result->n_elements = b.n_params;
+    result->details = json_pack("{s:s, s:i, s:s, s:I, s:I, s:I}", "compute_units",
+                                p->settings.compute_units, "specification_version", (int)p->spec,
+                                "opset", p->opset, "seq_length", (json_int_t)p->settings.seq_length,
+                                "batch_size", (json_int_t)p->settings.batch,
+                                "compressed_parameters", (json_int_t)b.n_compressed);
+    return QW_OK;
+}
+
+static qw_status coreml_check_model(const qw_model *m, qw_error *err) {
+    static const char *const FAMILIES[] = {"llama", "qwen2", "qwen3"};
+    const char *arch = m->arch ? m->arch->name : m->arch_name;
+    for (size_t i = 0; arch && i < sizeof FAMILIES / sizeof FAMILIES[0]; i++) {
+        if (strcmp(arch, FAMILIES[i]) == 0) return QW_OK;
+    }
+    return qw_fail_at(err, QW_ERR_UNSUPPORTED_ARCH, "architecture", -1,
+                      "%s: the coreml backend does not write architecture \"%s\" yet (it writes "
+                      "llama, mistral, qwen2 and qwen3 models)",
+                      m->path, arch ? arch : "?");
+}
+
+const qw_backend_ops qw_coreml_backend = {
+    .name = "coreml",
+    .description = "Core ML ML Programs (.mlpackage) for Apple devices, written directly from "
+                   "the checkpoint.",
+    .logger = "CoreMLQuantizer",
+    .default_format = "float16",
+    .format_count = format_count,
+    .format_name = format_name,
+    .format_description = format_description,
+    .format_find = format_find,
+    .options = coreml_options,
+    .n_options = sizeof coreml_options / sizeof coreml_options[0],
+    .check_model = coreml_check_model,
+    .plan = coreml_plan_build,
+    .execute = coreml_execute,
+};
