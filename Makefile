@@ -7,7 +7,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all build build-asan demo test test-c test-python bench clean
+.PHONY: all build build-asan build-fuzz demo test test-c test-python test-fuzz fuzz bench clean
 
 all: build
 
@@ -29,7 +29,7 @@ demo: build
 
 # C unit tests and Python interoperability tests, all under AddressSanitizer and UBSan.
 test: build-asan
-	$(MAKE) test-c test-python
+	$(MAKE) test-c test-python test-fuzz
 
 test-c:
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -45,6 +45,27 @@ test-python:
 		QWODEL_BUILD_DIR=$(abspath $(ASAN_BUILD)) QWODEL_LIB=$(abspath $(ASAN_BUILD))/libqwodel.so \
 		$(PYTHON) -m pytest -q tests/python/api
 
+# libFuzzer harnesses (fuzz/), built with clang in their own directory; seeds are generated there.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 12
+
+build-fuzz:
+	@scripts/ensure-deps.sh test
+	CC=clang cmake -S . -B $(FUZZ_BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Debug -DQW_FUZZ=ON \
+		-DQW_BUILD_TESTS=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	$(PYTHON) fuzz/make_seeds.py $(FUZZ_BUILD)/seeds
+
+# Each harness for FUZZ_SECONDS (default 10 minutes), keeping its corpus in $(FUZZ_BUILD)/corpus.
+fuzz: build-fuzz
+	fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# The smoke run of `make test`: each harness FUZZ_SMOKE_SECONDS from its seeds; any crash, leak
+# or timeout fails it.
+test-fuzz: build-fuzz
+	fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS) smoke
+
 # Speed and memory against llama.cpp's quantizer (minutes; see each script's --help).
 bench: build
 	@scripts/ensure-deps.sh bench
@@ -53,4 +74,4 @@ bench: build
 	$(PYTHON) bench/bench_e2e.py --qwodel $(BUILD)/qwodel
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

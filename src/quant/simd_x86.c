@@ -1464,7 +1464,7 @@ static void apply(qw_qtype_info table[QW_QTYPE_COUNT], const simd_row *rows, siz
 
 const char *qw_simd_overlay(qw_qtype_info table[QW_QTYPE_COUNT]) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
+    if (__builtin_cpu_supports("avx2") && qw_cpu_has_f16c()) {
         apply(table, avx2_rows, sizeof avx2_rows / sizeof avx2_rows[0]);
         return "avx2";
     }

@@ -220,6 +220,10 @@ qw_status spm_proto_parse(const uint8_t *data, size_t size, const char *path, sp
                       .add_dummy_prefix = true,
                       .remove_extra_whitespaces = true,
                       .escape_whitespaces = true};
+    /* an empty file maps to no memory at all (data NULL), and NULL + 0 is undefined */
+    if (size == 0) {
+        return qw_fail(err, QW_ERR_CORRUPT, "%s: empty file (not a tokenizer.model)", path);
+    }
     pb_reader r = {data, data, data + size, path, "ModelProto", err};
     QW_TRY(scan_model(&r, sp));
     if (sp->n_pieces == 0) {

@@ -310,7 +310,9 @@ static qw_status bpe_word(tok_model *m, const char *s, size_t n, qw_token_ids *o
     for (size_t i = 0; i < ns; i++) {
         if (b->syms[i].len && !tok_ids_push(out, b->syms[i].id)) return OOM_MODEL;
     }
-    cache_put(&m->cache, s, n, out->ids + first_out, out->n - first_out);
+    /* a word can give no ids at all (no symbol in the vocabulary, no unk): out->ids may still be
+     * NULL, and NULL + 0 is undefined */
+    cache_put(&m->cache, s, n, out->ids ? out->ids + first_out : NULL, out->n - first_out);
     return QW_OK;
 }
 

@@ -25,6 +25,7 @@ typedef struct spec {
     const char *tok_model;     /* tokenizer.ggml.model, or NULL for no tokenizer */
     const char *tok_pre;
     bool tok_types_f32;        /* token_type stored as f32 instead of i32 */
+    bool tok_unsplittable;     /* "a" "b" "c": no token is two others (no SPM merge at all) */
 } spec;
 
 static spec default_spec(void) {
@@ -69,10 +70,12 @@ static char *write_model(const char *file, const spec *s) {
         static const char *const tokens[] = {"<s>", "</s>", "a", "b", "ab"};
         static const int32_t types[] = {3, 3, 1, 1, 1};
         static const float ftypes[] = {3, 3, 1, 1, 1};
+        static const char *const lone[] = {"<s>", "</s>", "a", "b", "c"};
         static const char *const merges[] = {"a b"};
         qw_gguf_writer_set_str(w, "tokenizer.ggml.model", s->tok_model, &err);
         qw_gguf_writer_set_str(w, "tokenizer.ggml.pre", s->tok_pre, &err);
-        qw_gguf_writer_set_str_array(w, "tokenizer.ggml.tokens", tokens, 5, &err);
+        qw_gguf_writer_set_str_array(w, "tokenizer.ggml.tokens",
+                                     s->tok_unsplittable ? lone : tokens, 5, &err);
         if (s->tok_types_f32) {
             qw_gguf_writer_set_array(w, "tokenizer.ggml.token_type", QW_GGUF_FLOAT32, ftypes, 5,
                                      &err);
@@ -80,7 +83,12 @@ static char *write_model(const char *file, const spec *s) {
             qw_gguf_writer_set_array(w, "tokenizer.ggml.token_type", QW_GGUF_INT32, types, 5,
                                      &err);
         }
-        qw_gguf_writer_set_str_array(w, "tokenizer.ggml.merges", merges, 1, &err);
+        if (!s->tok_unsplittable) {
+            qw_gguf_writer_set_str_array(w, "tokenizer.ggml.merges", merges, 1, &err);
+        } else { /* a SentencePiece vocabulary: scores, and merges only rebuilt from them */
+            static const float scores[] = {0, 0, -1, -2, -3};
+            qw_gguf_writer_set_array(w, "tokenizer.ggml.scores", QW_GGUF_FLOAT32, scores, 5, &err);
+        }
     }
     qw_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1, &err);
     qw_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2, &err);
@@ -569,6 +577,23 @@ TEST(tokenizer_json_from_gguf_and_its_errors) {
     CHECK(tok == NULL);
 }
 
+/* Found by fuzz/fuzz_gguf_model (fuzz/regressions/gguf_model/): a SentencePiece vocabulary in
+ * which no token is two others has no merges to rebuild, and the empty list went to qsort as
+ * NULL (undefined). It gives a tokenizer.json with an empty merges array. */
+TEST(spm_vocabulary_without_merges) {
+    spec s = default_spec();
+    s.tok_model = "llama";
+    s.tok_pre = "default";
+    s.tok_unsplittable = true;
+    json_t *tok = NULL;
+    qw_error err = {0};
+    CHECK_OK(tokenizer_of(&s, "tok_spm_lone.gguf", &tok, &err), &err);
+    const json_t *merges = json_object_get(json_object_get(tok, "model"), "merges");
+    CHECK(json_is_array(merges));
+    CHECK_EQ_INT(json_array_size(merges), 0);
+    json_decref(tok);
+}
+
 /* Every byte flip of a small model with a tokenizer either fails to open with an error or
  * reads back completely: under ASan, nothing in between. */
 TEST(random_mutations_never_crash) {
@@ -630,6 +655,7 @@ RUN_TESTS(TEST_CASE(view_gives_hf_names_rows_and_config),
           TEST_CASE(defective_models_are_clear_errors),
           TEST_CASE(truncated_and_bad_type_files_are_errors),
           TEST_CASE(tokenizer_json_from_gguf_and_its_errors),
+          TEST_CASE(spm_vocabulary_without_merges),
           TEST_CASE(random_mutations_never_crash),
           TEST_CASE(gemma_norms_lose_their_offset_and_config_has_gemma_keys),
           TEST_CASE(every_architecture_row_has_a_config))

@@ -187,6 +187,23 @@ TEST(bpe_unknown_token_missing_from_vocab_is_an_error) {
     qw_tokenizer_free(tok);
 }
 
+/* Found by fuzz/fuzz_tokenizer_json (fuzz/regressions/tokenizer_json/bpe_no_ids.json): a text
+ * whose first word gives no id at all (byte_fallback without <0x..> pieces, no unk_token) cached
+ * "NULL + 0", undefined behaviour. HF tokenizers 0.23 encodes "b" as [] and "ab" as [0]. */
+TEST(bpe_word_without_any_id_encodes_to_nothing) {
+    static const char B[] = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, "
+                            "\"merges\": [], \"unk_token\": null, \"byte_fallback\": true}}";
+    qw_tokenizer *tok = load(B, QW_OK, NULL);
+    if (!tok) return;
+    qw_token_ids ids = {0};
+    qw_error err = {0};
+    CHECK_OK(qw_tokenizer_encode(tok, "b", 1, false, &ids, &err), &err);
+    CHECK_EQ_INT(ids.n, 0);
+    qw_token_ids_free(&ids);
+    check_ids(tok, "ab", false, (const int32_t[]){0}, 1);
+    qw_tokenizer_free(tok);
+}
+
 /* Every prefix of a valid file, and deterministic byte mutations of it, load or fail cleanly;
  * whatever loads also encodes and decodes without crashing. */
 TEST(truncated_and_mutated_files_never_crash) {
@@ -387,6 +404,7 @@ RUN_TESTS(TEST_CASE(bpe_merges_in_rank_order),
           TEST_CASE(wrong_types_name_the_key),
           TEST_CASE(unigram_without_unk_fails_only_on_unknown_text),
           TEST_CASE(bpe_unknown_token_missing_from_vocab_is_an_error),
+          TEST_CASE(bpe_word_without_any_id_encodes_to_nothing),
           TEST_CASE(truncated_and_mutated_files_never_crash), TEST_CASE(fixture_files_load),
           TEST_CASE(sentencepiece_bpe_merges_by_score),
           TEST_CASE(sentencepiece_corrupt_files_never_crash))

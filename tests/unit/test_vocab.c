@@ -639,6 +639,10 @@ TEST(test_spm_model_corrupt) {
     }
     write_bytes(dir, "tokenizer.model", good.data, good.len - 1);
     expect_fail(dir, 64, QW_ERR_CORRUPT, "tokenizer.model");
+    /* found by fuzz/fuzz_vocab: an empty file maps to no memory (NULL), which the protobuf
+     * reader offset (NULL + 0, undefined); it is refused as empty before any parsing */
+    write_bytes(dir, "tokenizer.model", "", 0);
+    expect_fail(dir, 64, QW_ERR_CORRUPT, "empty file");
     /* garbage, deterministic */
     uint8_t junk[4096];
     uint32_t x = 12345;
