@@ -1336,7 +1336,8 @@ static qw_status awq_execute(const qw_run_context *ctx, const qw_plan *plan,
     if (st == QW_OK) st = execute_into(&rs, tmp, err);
     qw_st_writer_abort(rs.out.writer);
     if (st == QW_OK) {
-        st = qw_dir_publish(tmp, plan->output_path, is_quantized_checkpoint, "a quantized checkpoint", err);
+        st = qw_dir_publish(tmp, plan->output_path, is_quantized_checkpoint,
+                            "a quantized checkpoint", err);
     }
     if (st != QW_OK && tmp) qw_dir_remove_tree(tmp); /* a failed or cancelled run leaves nothing */
     qw_free(rs.out.chunk);

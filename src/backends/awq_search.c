@@ -412,7 +412,8 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
     gram_loss gram = {NULL, NULL, NULL};
     const bool use_gram = (m->parent == PARENT_O || m->parent == PARENT_DOWN) &&
                           n_balance == 1 && gram_cheaper(balance[0], st->n_tokens, n_points);
-    if (status == QW_OK && use_gram && !gram_init(&gram, st->f, balance[0], st->input, st->n_tokens)) {
+    if (status == QW_OK && use_gram &&
+        !gram_init(&gram, st->f, balance[0], st->input, st->n_tokens)) {
         status = oom(err);
     }
     if (status == QW_OK) {

@@ -28,7 +28,9 @@ static qw_linear *linears(qw_block *b, int i) {
 }
 
 static void fake_quantize_linear(const qw_int4_scheme *s, qw_linear *l) {
-    for (int64_t r = 0; r < l->n_out; r++) qw_int4_fake_quantize_row(s, l->w + r * l->n_in, l->n_in);
+    for (int64_t r = 0; r < l->n_out; r++) {
+        qw_int4_fake_quantize_row(s, l->w + r * l->n_in, l->n_in);
+    }
 }
 
 /* every quantized linear: a MoE layer's experts and shared expert too, not its router or
