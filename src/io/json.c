@@ -116,8 +116,13 @@ qw_status qw_json_require_int(const json_t *obj, const char *key, const char *fi
 
 qw_status qw_json_write_file(const json_t *value, const char *dir, const char *name,
                              qw_error *err) {
+    return qw_json_write_file_flags(value, dir, name, JSON_INDENT(2) | JSON_PRESERVE_ORDER, err);
+}
+
+qw_status qw_json_write_file_flags(const json_t *value, const char *dir, const char *name,
+                                   size_t flags, qw_error *err) {
     char *path = qw_path_join(dir, name);
-    char *text = json_dumps(value, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *text = json_dumps(value, flags);
     qw_output *o = NULL;
     qw_status st = path && text ? qw_output_open(path, &o, err)
                                 : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");

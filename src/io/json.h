@@ -44,5 +44,9 @@ bool qw_json_integer_value(const json_t *v, int64_t *out);
  * temporary name renamed into place when complete. */
 qw_status qw_json_write_file(const json_t *value, const char *dir, const char *name,
                              qw_error *err);
+/* The same with jansson's dump flags chosen by the caller (a format another tool fixes, e.g.
+ * coremltools' Manifest.json: JSON_INDENT(4) | JSON_SORT_KEYS). */
+qw_status qw_json_write_file_flags(const json_t *value, const char *dir, const char *name,
+                                   size_t flags, qw_error *err);
 
 #endif /* QW_JSON_H */

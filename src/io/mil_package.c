@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "file.h"
+#include "json.h"
 
 #define BLOB_ALIGN 64u
 #define BLOB_SENTINEL 0xDEADBEEFu
@@ -171,20 +172,9 @@ qw_status qw_mlpackage_layout(const char *dir, const char *seed, qw_error *err) 
         "description", "CoreML Model Weights", "name", "weights", "path",
         QW_MLPACKAGE_AUTHOR "/weights", "rootModelIdentifier", model_id);
     /* formatted as coremltools writes it: 4-space indent, sorted keys, a final newline */
-    char *text = manifest ? json_dumps(manifest, JSON_INDENT(4) | JSON_SORT_KEYS) : NULL;
+    st = manifest ? qw_json_write_file_flags(manifest, dir, "Manifest.json",
+                                             JSON_INDENT(4) | JSON_SORT_KEYS, err)
+                  : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     json_decref(manifest);
-    char *path = qw_path_join(dir, "Manifest.json");
-    qw_output *o = NULL;
-    st = text && path ? qw_output_open(path, &o, err)
-                      : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
-    if (st == QW_OK) st = qw_output_write(o, text, strlen(text), err);
-    if (st == QW_OK) st = qw_output_write(o, "\n", 1, err);
-    if (st == QW_OK) {
-        st = qw_output_commit(o, err);
-        o = NULL;
-    }
-    qw_output_abort(o);
-    free(text);
-    qw_free(path);
     return st;
 }
