@@ -31,7 +31,7 @@ static bool linear_ignored(const qw_awq_params *p, size_t offset) {
 
 /* llm-compressor's mappings registry (research/awq.md §1.2), one list per family; the default
  * list (Llama, Mistral, Qwen2, Qwen3, and Gemma 1, which the registry does not name). */
-static const struct awq_mapping {
+struct awq_mapping {
     const char *name;
     size_t smooth_norm;   /* offset of the norm vector in qw_block, or NO_LINEAR */
     size_t smooth_linear; /* offset of the qw_linear whose last rows are divided, or NO_LINEAR */
@@ -39,43 +39,44 @@ static const struct awq_mapping {
     awq_parent parent;
     awq_input input;
     bool needs_matching_v_o; /* skipped when v's outputs are not o's inputs (GQA) */
-} DEFAULT_MAPPINGS[] = {
-    {"input_layernorm -> q_proj,k_proj,v_proj", offsetof(qw_block, attn_norm), NO_LINEAR,
-     {offsetof(qw_block, q), offsetof(qw_block, k), offsetof(qw_block, v)}, PARENT_ATTENTION,
-     INPUT_ATTN, false},
-    {"v_proj -> o_proj", NO_LINEAR, offsetof(qw_block, v),
-     {offsetof(qw_block, o), NO_LINEAR, NO_LINEAR}, PARENT_O, INPUT_O, true},
-    {"post_attention_layernorm -> gate_proj,up_proj", offsetof(qw_block, ffn_norm), NO_LINEAR,
-     {offsetof(qw_block, gate), offsetof(qw_block, up), NO_LINEAR}, PARENT_MLP, INPUT_MLP,
-     false},
-    {"up_proj -> down_proj", NO_LINEAR, offsetof(qw_block, up),
-     {offsetof(qw_block, down), NO_LINEAR, NO_LINEAR}, PARENT_DOWN, INPUT_DOWN, false},
+};
+
+/* The four kinds of mapping every dense family uses, differing only in names and norms. */
+#define MAP_QKV(name, norm)                                                                   \
+    {name, offsetof(qw_block, norm), NO_LINEAR,                                               \
+     {offsetof(qw_block, q), offsetof(qw_block, k), offsetof(qw_block, v)}, PARENT_ATTENTION, \
+     INPUT_ATTN, false}
+#define MAP_V_O(name)                                                                          \
+    {name, NO_LINEAR, offsetof(qw_block, v), {offsetof(qw_block, o), NO_LINEAR, NO_LINEAR},    \
+     PARENT_O, INPUT_O, true}
+#define MAP_GATE_UP(name, norm)                                                               \
+    {name, offsetof(qw_block, norm), NO_LINEAR,                                               \
+     {offsetof(qw_block, gate), offsetof(qw_block, up), NO_LINEAR}, PARENT_MLP, INPUT_MLP, false}
+#define MAP_UP_DOWN(name)                                                                      \
+    {name, NO_LINEAR, offsetof(qw_block, up), {offsetof(qw_block, down), NO_LINEAR, NO_LINEAR}, \
+     PARENT_DOWN, INPUT_DOWN, false}
+
+static const struct awq_mapping DEFAULT_MAPPINGS[] = {
+    MAP_QKV("input_layernorm -> q_proj,k_proj,v_proj", attn_norm),
+    MAP_V_O("v_proj -> o_proj"),
+    MAP_GATE_UP("post_attention_layernorm -> gate_proj,up_proj", ffn_norm),
+    MAP_UP_DOWN("up_proj -> down_proj"),
 };
 
 /* Gemma 2: the MLP's input norm is pre_feedforward_layernorm */
 static const struct awq_mapping GEMMA2_MAPPINGS[] = {
-    {"input_layernorm -> q_proj,k_proj,v_proj", offsetof(qw_block, attn_norm), NO_LINEAR,
-     {offsetof(qw_block, q), offsetof(qw_block, k), offsetof(qw_block, v)}, PARENT_ATTENTION,
-     INPUT_ATTN, false},
-    {"v_proj -> o_proj", NO_LINEAR, offsetof(qw_block, v),
-     {offsetof(qw_block, o), NO_LINEAR, NO_LINEAR}, PARENT_O, INPUT_O, true},
-    {"pre_feedforward_layernorm -> gate_proj,up_proj", offsetof(qw_block, pre_ffn_norm),
-     NO_LINEAR, {offsetof(qw_block, gate), offsetof(qw_block, up), NO_LINEAR}, PARENT_MLP,
-     INPUT_MLP, false},
-    {"up_proj -> down_proj", NO_LINEAR, offsetof(qw_block, up),
-     {offsetof(qw_block, down), NO_LINEAR, NO_LINEAR}, PARENT_DOWN, INPUT_DOWN, false},
+    MAP_QKV("input_layernorm -> q_proj,k_proj,v_proj", attn_norm),
+    MAP_V_O("v_proj -> o_proj"),
+    MAP_GATE_UP("pre_feedforward_layernorm -> gate_proj,up_proj", pre_ffn_norm),
+    MAP_UP_DOWN("up_proj -> down_proj"),
 };
 
 /* Gemma 3: as Gemma 2 without input_layernorm -> q/k/v, which llm-compressor dropped because
  * the per-head q/k norms undo the scaling and made AWQ worse than plain rounding */
 static const struct awq_mapping GEMMA3_MAPPINGS[] = {
-    {"v_proj -> o_proj", NO_LINEAR, offsetof(qw_block, v),
-     {offsetof(qw_block, o), NO_LINEAR, NO_LINEAR}, PARENT_O, INPUT_O, true},
-    {"pre_feedforward_layernorm -> gate_proj,up_proj", offsetof(qw_block, pre_ffn_norm),
-     NO_LINEAR, {offsetof(qw_block, gate), offsetof(qw_block, up), NO_LINEAR}, PARENT_MLP,
-     INPUT_MLP, false},
-    {"up_proj -> down_proj", NO_LINEAR, offsetof(qw_block, up),
-     {offsetof(qw_block, down), NO_LINEAR, NO_LINEAR}, PARENT_DOWN, INPUT_DOWN, false},
+    MAP_V_O("v_proj -> o_proj"),
+    MAP_GATE_UP("pre_feedforward_layernorm -> gate_proj,up_proj", pre_ffn_norm),
+    MAP_UP_DOWN("up_proj -> down_proj"),
 };
 
 /* Phi-3: the fused qkv_proj and gate_up_proj. The block views q/k/v and gate/up as their rows,
@@ -83,16 +84,10 @@ static const struct awq_mapping GEMMA3_MAPPINGS[] = {
  * dividing qkv_proj's last rows (gate_up_proj's), as llm-compressor does; its skip rule
  * (qkv outputs != 3 x o inputs) is v outputs != o inputs. */
 static const struct awq_mapping PHI3_MAPPINGS[] = {
-    {"input_layernorm -> qkv_proj", offsetof(qw_block, attn_norm), NO_LINEAR,
-     {offsetof(qw_block, q), offsetof(qw_block, k), offsetof(qw_block, v)}, PARENT_ATTENTION,
-     INPUT_ATTN, false},
-    {"qkv_proj -> o_proj", NO_LINEAR, offsetof(qw_block, v),
-     {offsetof(qw_block, o), NO_LINEAR, NO_LINEAR}, PARENT_O, INPUT_O, true},
-    {"post_attention_layernorm -> gate_up_proj", offsetof(qw_block, ffn_norm), NO_LINEAR,
-     {offsetof(qw_block, gate), offsetof(qw_block, up), NO_LINEAR}, PARENT_MLP, INPUT_MLP,
-     false},
-    {"gate_up_proj -> down_proj", NO_LINEAR, offsetof(qw_block, up),
-     {offsetof(qw_block, down), NO_LINEAR, NO_LINEAR}, PARENT_DOWN, INPUT_DOWN, false},
+    MAP_QKV("input_layernorm -> qkv_proj", attn_norm),
+    MAP_V_O("qkv_proj -> o_proj"),
+    MAP_GATE_UP("post_attention_layernorm -> gate_up_proj", ffn_norm),
+    MAP_UP_DOWN("gate_up_proj -> down_proj"),
 };
 
 #define MAPPING_LIST(list) list, sizeof list / sizeof list[0]
