@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -46,10 +47,29 @@ def qwodel_bin() -> pathlib.Path:
     return tool("qwodel")
 
 
+# A whole run writes about 18 GB of checkpoints and outputs, and pytest keeps every temporary
+# directory until the session ends: that filled a CI machine's disk part-way through the run.
+# So a passing test's tmp_path goes when the test ends (tmp_path_retention_policy in
+# pyproject.toml), and what a module's fixtures made goes when the module ends, except the
+# directories of session fixtures, named here.
+_SESSION_TEMP_DIRS: set[str] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_temp_released(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    before = {path.name for path in base.iterdir()}
+    yield
+    for path in base.iterdir():
+        if path.name not in before and path.name not in _SESSION_TEMP_DIRS:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     """model_dir(key) -> path of the cached checkpoint MODELS[key]."""
     root = tmp_path_factory.mktemp("checkpoints")
+    _SESSION_TEMP_DIRS.add(root.name)
     made: dict[str, pathlib.Path] = {}
 
     def get(key: str) -> pathlib.Path:

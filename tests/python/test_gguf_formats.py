@@ -294,7 +294,7 @@ def make_synthetic(path, arch, n_layer, n_head, n_head_kv, n_expert=0, n_embd=25
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def f16_gguf(qwodel_bin, model_dir, tmp_path_factory):
     """f16_gguf(key) -> the F16 GGUF of a test model: `qwodel -f F16` of MODELS[key], or a
     synthetic GGUF of SYNTHETIC[key]."""
@@ -380,7 +380,7 @@ def write_gguf_imatrix(path, data, chunks=23, datasets=("wiki.train.raw", "code.
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def imatrix_files(f16_gguf, tmp_path_factory):
     """imatrix_files(key, kind) -> (path, {name: values llama.cpp receives}, metadata), kind
     "dat" (legacy) or "gguf"."""
