@@ -9,6 +9,7 @@
 # Usage: fuzz/run.sh BUILD SECONDS [smoke]
 #   smoke: fuzz into a scratch corpus that is thrown away (the CI smoke run); otherwise the corpus
 #          is kept in BUILD/corpus/<reader>/ and grows from run to run.
+# FUZZ_JOBS=N runs N harnesses at a time (default 1): each still gets SECONDS of wall time.
 set -uo pipefail
 
 build=${1:?usage: fuzz/run.sh BUILD SECONDS [smoke]}
@@ -24,9 +25,13 @@ trap 'rm -rf "$scratch"' EXIT
 export TMPDIR="$scratch/tmp"
 mkdir -p "$TMPDIR"
 
-failed=()
-for harness in "$build"/fuzz/fuzz_*; do
-    [ -x "$harness" ] || continue
+results="$scratch/results"
+mkdir -p "$results"
+
+# Fuzzes one harness; its report line goes to $results/<reader>, prefixed FAIL when it failed.
+fuzz_one() {
+    local harness=$1
+    local name reader
     name=$(basename "$harness")
     reader=${name#fuzz_}
     log="$build/logs/$reader.log"
@@ -36,9 +41,8 @@ for harness in "$build"/fuzz/fuzz_*; do
     mkdir -p "$corpus"
     if [ -d "$here/regressions/$reader" ] &&
         ! "$harness" -runs=0 "$here/regressions/$reader" >"$log" 2>&1; then
-        echo "fuzz: $reader: a regression input fails again (see $log)"
-        failed+=("$reader")
-        continue
+        echo "FAIL fuzz: $reader: a regression input fails again (see $log)" >"$results/$reader"
+        return
     fi
     args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
           -artifact_prefix="$artifacts")
@@ -54,12 +58,37 @@ for harness in "$build"/fuzz/fuzz_*; do
     ft=$(grep -oE 'ft: [0-9]+' <<<"$last" | grep -oE '[0-9]+')
     if [ $rc -eq 0 ]; then
         printf 'fuzz: %-16s ok    %8s runs %7s exec/s  cov %5s  ft %6s\n' "$reader" \
-            "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}"
+            "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" >"$results/$reader"
     else
-        printf 'fuzz: %-16s FAIL  exit %d: %s\n' "$reader" "$rc" \
-            "$(grep -m1 -E 'ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)|runtime error|SUMMARY' "$log")"
-        echo "fuzz:   log $log; the input: $(ls -t "$artifacts" | head -1)"
+        {
+            printf 'FAIL fuzz: %-16s FAIL  exit %d: %s\n' "$reader" "$rc" \
+                "$(grep -m1 -E 'ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)|runtime error|SUMMARY' "$log")"
+            echo "fuzz:   log $log; the input: $(ls -t "$artifacts" | head -1)"
+        } >"$results/$reader"
+    fi
+}
+
+jobs_max=${FUZZ_JOBS:-1}
+readers=()
+for harness in "$build"/fuzz/fuzz_*; do
+    [ -x "$harness" ] || continue
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n; done
+    fuzz_one "$harness" &
+    name=$(basename "$harness")
+    readers+=("${name#fuzz_}")
+done
+wait
+
+failed=()
+for reader in "${readers[@]}"; do
+    if [ ! -f "$results/$reader" ]; then
+        echo "fuzz: $reader: no report (the run was interrupted)"
         failed+=("$reader")
+    elif grep -q '^FAIL ' "$results/$reader"; then
+        sed 's/^FAIL //' "$results/$reader"
+        failed+=("$reader")
+    else
+        cat "$results/$reader"
     fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
