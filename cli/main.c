@@ -457,6 +457,9 @@ static int cmd_quantize(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* Past a file-size limit (ulimit -f) a write then fails with EFBIG, which the run reports and
+     * cleans up after, instead of the signal killing it with its temporary output left behind. */
+    signal(SIGXFSZ, SIG_IGN);
 
     qw_error err;
     qw_quantizer *q = NULL;

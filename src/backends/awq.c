@@ -1328,7 +1328,8 @@ static qw_status execute_into(run_state *rs, const char *tmp_dir, qw_error *err)
 static qw_status awq_execute(const qw_run_context *ctx, const qw_plan *plan,
                              qw_run_result *result, qw_error *err) {
     awq_plan *p = plan->priv;
-    char *tmp = qw_sprintf("%s.qwodel-tmp-%ld", plan->output_path, (long)getpid());
+    qw_dir_clean_stale(plan->output_path);
+    char *tmp = qw_dir_temp_path(plan->output_path);
     run_state rs = {ctx, p, NULL, NULL, 0, 0, {p, tmp, NULL, SIZE_MAX, NULL, 4u << 20}};
     rs.out.chunk = qw_malloc(rs.out.chunk_bytes);
     qw_status st = tmp && rs.out.chunk ? qw_mkdir_p(tmp, err)

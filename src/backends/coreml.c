@@ -1245,7 +1245,8 @@ static qw_status coreml_execute(const qw_run_context *ctx, const qw_plan *plan,
     b.rows = qw_malloc_array(b.chunk, sizeof *b.rows);
     b.half = qw_malloc_array(b.chunk, sizeof *b.half);
     b.q = qw_malloc_array(b.chunk, sizeof *b.q);
-    char *tmp = qw_sprintf("%s.qwodel-tmp-%ld", plan->output_path, (long)getpid());
+    qw_dir_clean_stale(plan->output_path);
+    char *tmp = qw_dir_temp_path(plan->output_path);
     qw_status st = tmp && b.rows && b.half && b.q ? qw_mkdir_p(tmp, err)
                                                   : qw_fail(err, QW_ERR_NO_MEMORY,
                                                             "out of memory");

@@ -16,6 +16,123 @@
 
 /* ---- inputs --------------------------------------------------------------------------------- */
 
+/* The mappings the SIGBUS handler knows. A slot is published by storing `begin` last (release) and
+ * retired by clearing it first, so the handler never reads a half-filled slot. Mappings beyond
+ * the table still work; a fault in one of them is simply not caught. */
+#define WATCHED_MAX 256
+#define DAMAGED_PATH_MAX 1024
+
+static struct watched_mapping {
+    uintptr_t begin; /* 0: free */
+    size_t size;
+    const char *path;
+    uint64_t opened_at; /* damage_count when it was opened */
+} watched[WATCHED_MAX];
+static pthread_mutex_t watched_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+static struct sigaction sigbus_previous;
+static uintptr_t page_bytes = 4096;
+
+static uint64_t damage_count;                 /* faults turned into zeros, ever */
+static char damaged_path[DAMAGED_PATH_MAX];   /* the file of the latest one */
+
+static void pass_sigbus_on(int sig, siginfo_t *info, void *context) {
+    if ((sigbus_previous.sa_flags & SA_SIGINFO) && sigbus_previous.sa_sigaction) {
+        sigbus_previous.sa_sigaction(sig, info, context);
+    } else if (sigbus_previous.sa_handler != SIG_DFL && sigbus_previous.sa_handler != SIG_IGN) {
+        sigbus_previous.sa_handler(sig);
+    } else {
+        /* Returning re-runs the faulting access, which now ends the process the default way. */
+        signal(SIGBUS, SIG_DFL);
+    }
+}
+
+static void on_sigbus(int sig, siginfo_t *info, void *context) {
+    uintptr_t addr = (uintptr_t)info->si_addr;
+    for (size_t i = 0; i < WATCHED_MAX; i++) {
+        uintptr_t begin = __atomic_load_n(&watched[i].begin, __ATOMIC_ACQUIRE);
+        if (!begin || addr < begin || addr - begin >= watched[i].size) continue;
+        /* mmap is a plain system call on Linux, safe here although POSIX does not list it; the
+         * zero page takes the place of the lost file page, and munmap at close removes it with
+         * the rest of the mapping. */
+        void *page = (void *)(addr & ~(page_bytes - 1));
+        if (mmap(page, page_bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
+            MAP_FAILED) {
+            break;
+        }
+        const char *path = watched[i].path;
+        size_t n = 0;
+        while (path[n] && n + 1 < DAMAGED_PATH_MAX) {
+            damaged_path[n] = path[n];
+            n++;
+        }
+        damaged_path[n] = '\0';
+        __atomic_add_fetch(&damage_count, 1, __ATOMIC_RELEASE);
+        return;
+    }
+    pass_sigbus_on(sig, info, context);
+}
+
+static void install_sigbus_handler(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page > 0) page_bytes = (uintptr_t)page;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &sigbus_previous);
+}
+
+static int watch_mapping(const void *data, size_t size, const char *path) {
+    pthread_once(&sigbus_once, install_sigbus_handler);
+    int slot = 0;
+    pthread_mutex_lock(&watched_lock);
+    for (size_t i = 0; i < WATCHED_MAX; i++) {
+        if (watched[i].begin) continue;
+        watched[i].size = size;
+        watched[i].path = path;
+        watched[i].opened_at = __atomic_load_n(&damage_count, __ATOMIC_ACQUIRE);
+        __atomic_store_n(&watched[i].begin, (uintptr_t)data, __ATOMIC_RELEASE);
+        slot = (int)i + 1;
+        break;
+    }
+    pthread_mutex_unlock(&watched_lock);
+    return slot;
+}
+
+static void unwatch_mapping(int slot) {
+    if (slot <= 0) return;
+    pthread_mutex_lock(&watched_lock);
+    __atomic_store_n(&watched[slot - 1].begin, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&watched_lock);
+}
+
+/* The damage count from which damage matters to an output opened at `own_mark`: an output depends
+ * on every input still open, which may have been read before the output was opened. */
+static uint64_t damage_mark(uint64_t own_mark) {
+    uint64_t mark = own_mark;
+    pthread_mutex_lock(&watched_lock);
+    for (size_t i = 0; i < WATCHED_MAX; i++) {
+        if (watched[i].begin && watched[i].opened_at < mark) mark = watched[i].opened_at;
+    }
+    pthread_mutex_unlock(&watched_lock);
+    return mark;
+}
+
+static qw_status check_damage_since(uint64_t mark, const char *output, qw_error *err) {
+    if (__atomic_load_n(&damage_count, __ATOMIC_ACQUIRE) <= mark) return QW_OK;
+    return qw_fail(err, QW_ERR_IO,
+                   "%s: not written: the input %s changed on disk while it was being read (it "
+                   "shrank, or reading it failed); run again once it is complete",
+                   output, damaged_path);
+}
+
+qw_status qw_mapped_check_inputs(const char *output, qw_error *err) {
+    return check_damage_since(damage_mark(__atomic_load_n(&damage_count, __ATOMIC_ACQUIRE)),
+                              output, err);
+}
+
 qw_status qw_mapped_open(const char *path, qw_mapped *out, qw_error *err) {
     memset(out, 0, sizeof *out);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -49,6 +166,7 @@ qw_status qw_mapped_open(const char *path, qw_mapped *out, qw_error *err) {
         }
         out->data = p;
         out->owns_map = true;
+        out->watch_slot = watch_mapping(p, out->size, out->path);
     }
     close(fd);
     return QW_OK;
@@ -66,6 +184,7 @@ qw_status qw_mapped_wrap(const void *data, size_t size, const char *label, qw_ma
 
 void qw_mapped_close(qw_mapped *m) {
     if (!m) return;
+    unwatch_mapping(m->watch_slot);
     if (m->owns_map && m->data) munmap((void *)m->data, m->size);
     qw_free(m->path);
     memset(m, 0, sizeof *m);
@@ -197,6 +316,7 @@ struct qw_output {
     size_t pending_bytes;
     bool stop;
     int write_errno;        /* first write error, reported by the next call */
+    uint64_t damage_mark;   /* damage to inputs after this mark keeps the file from publishing */
 };
 
 /* "<dir>/.<name>.qwodel-tmp-" : the prefix every temporary file of final_path starts with. */
@@ -241,16 +361,20 @@ static void *writer_main(void *p) {
     return NULL;
 }
 
-static qw_status write_error(const qw_output *o, int e, qw_error *err) {
+qw_status qw_fail_write(const char *path, int e, qw_error *err) {
     if (e == ENOSPC || e == EDQUOT) {
-        return qw_fail(err, QW_ERR_IO, "%s: write failed: the disk is full (%s)", o->final_path,
+        return qw_fail(err, QW_ERR_IO, "%s: write failed: the disk is full (%s)", path,
                        strerror(e));
     }
     if (e == EFBIG) {
         return qw_fail(err, QW_ERR_IO, "%s: write failed: the file is larger than allowed (%s)",
-                       o->final_path, strerror(e));
+                       path, strerror(e));
     }
-    return qw_fail(err, QW_ERR_IO, "%s: write failed: %s", o->final_path, strerror(e));
+    return qw_fail(err, QW_ERR_IO, "%s: write failed: %s", path, strerror(e));
+}
+
+static qw_status write_error(const qw_output *o, int e, qw_error *err) {
+    return qw_fail_write(o->final_path, e, err);
 }
 
 qw_status qw_output_open(const char *final_path, qw_output **out, qw_error *err) {
@@ -263,6 +387,7 @@ qw_status qw_output_open(const char *final_path, qw_output **out, qw_error *err)
         return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     }
     o->fd = -1;
+    o->damage_mark = damage_mark(__atomic_load_n(&damage_count, __ATOMIC_ACQUIRE));
     o->final_path = qw_strdup(final_path);
     o->buffers[0] = qw_malloc(OUTPUT_BUFFER_BYTES);
     o->buffers[1] = qw_malloc(OUTPUT_BUFFER_BYTES);
@@ -384,6 +509,7 @@ qw_status qw_output_commit(qw_output *o, qw_error *err) {
         st = qw_fail(err, QW_ERR_IO, "%s: cannot set the file size: %s", o->final_path,
                      strerror(errno));
     }
+    if (st == QW_OK) st = check_damage_since(o->damage_mark, o->final_path, err);
     if (st == QW_OK && fsync(o->fd) != 0 && errno != EINVAL) {
         st = qw_fail(err, QW_ERR_IO, "%s: sync failed: %s", o->final_path, strerror(errno));
     }
@@ -429,32 +555,62 @@ void qw_output_abort(qw_output *o) {
     qw_free(o);
 }
 
-void qw_output_clean_stale(const char *final_path) {
-    char *prefix = temp_prefix(final_path);
-    if (!prefix) return;
-    const char *slash = strrchr(prefix, '/');
-    char *dir = slash ? qw_strndup(prefix, (size_t)(slash - prefix)) : qw_strdup(".");
-    const char *base = slash ? slash + 1 : prefix;
-    DIR *d = dir ? opendir(dir) : NULL;
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strncmp(e->d_name, base, strlen(base)) != 0) continue;
-            /* Only files whose writer is gone: the pid is the number after the mark. */
-            long pid = strtol(e->d_name + strlen(base), NULL, 10);
-            if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) == 0) continue;
-            if (pid == (long)getpid()) continue;
-            char *p = qw_path_join(dir, e->d_name);
-            if (p) unlink(p);
-            qw_free(p);
-        }
-        closedir(d);
+/* Removes the entries of `dir` named "<prefix><pid>..." whose writer `pid` is gone: what a killed
+ * run left. A live process's entries, this one's included, are its work in progress. */
+static void remove_dead_writers(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    size_t prefix_len = strlen(prefix);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, prefix_len) != 0) continue;
+        char *end = NULL;
+        long pid = strtol(e->d_name + prefix_len, &end, 10);
+        if (pid <= 0 || end == e->d_name + prefix_len) continue; /* not one of our names */
+        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno == EPERM) continue;
+        char *path = qw_path_join(dir, e->d_name);
+        if (path) qw_dir_remove_tree(path);
+        qw_free(path);
     }
-    qw_free(dir);
+    closedir(d);
+}
+
+/* Splits a path into its directory ("." for none) and last component, both allocated. */
+static bool split_path(const char *path, char **dir, char **base) {
+    const char *slash = strrchr(path, '/');
+    *dir = slash ? qw_strndup(path, (size_t)(slash == path ? 1 : slash - path)) : qw_strdup(".");
+    *base = qw_strdup(slash ? slash + 1 : path);
+    if (*dir && *base) return true;
+    qw_free(*dir);
+    qw_free(*base);
+    return false;
+}
+
+void qw_output_clean_stale(const char *final_path) {
+    char *dir, *base;
+    if (!split_path(final_path, &dir, &base)) return;
+    char *prefix = qw_sprintf(".%s" TEMP_MARK, base);
+    if (prefix) remove_dead_writers(dir, prefix);
     qw_free(prefix);
+    qw_free(dir);
+    qw_free(base);
 }
 
 /* ---- directory outputs ------------------------------------------------------------------------ */
+
+char *qw_dir_temp_path(const char *final_path) {
+    return qw_sprintf("%s" TEMP_MARK "%ld", final_path, (long)getpid());
+}
+
+void qw_dir_clean_stale(const char *final_path) {
+    char *dir, *base;
+    if (!split_path(final_path, &dir, &base)) return;
+    char *prefix = qw_sprintf("%s" TEMP_MARK, base);
+    if (prefix) remove_dead_writers(dir, prefix);
+    qw_free(prefix);
+    qw_free(dir);
+    qw_free(base);
+}
 
 void qw_dir_remove_tree(const char *path) {
     DIR *d = opendir(path);
@@ -475,6 +631,7 @@ void qw_dir_remove_tree(const char *path) {
 
 qw_status qw_dir_publish(const char *tmp, const char *final, bool (*replaceable)(const char *dir),
                          const char *kind, qw_error *err) {
+    QW_TRY(qw_mapped_check_inputs(final, err));
     struct stat sb;
     char *old = NULL;
     if (stat(final, &sb) == 0) {

@@ -17,8 +17,16 @@ typedef struct qw_mapped {
     size_t size;
     char *path;     /* owned; for messages */
     bool owns_map;  /* true: munmap on close */
+    int watch_slot; /* 1 + its entry in the table the SIGBUS handler reads; 0: none */
 } qw_mapped;
 
+/* A mapped file that shrinks while it is read (another program truncates or rewrites it) or whose
+ * pages cannot be read (an I/O error) raises SIGBUS where its data is touched. qw_mapped_open
+ * installs, once per process, a SIGBUS handler that maps a page of zeros over the faulting page of
+ * a file it mapped, records which file it was, and lets the work go on; faults anywhere else go to
+ * the handler that was there before (or the default one). qw_output_commit and qw_dir_publish then
+ * refuse to publish anything computed while an input was damaged: the run ends with an error
+ * naming the file, and its temporary output is removed. */
 qw_status qw_mapped_open(const char *path, qw_mapped *out, qw_error *err);
 /* Wraps memory the caller keeps alive; `label` names it in messages. */
 qw_status qw_mapped_wrap(const void *data, size_t size, const char *label, qw_mapped *out,
@@ -63,12 +71,24 @@ qw_status qw_output_commit(qw_output *o, qw_error *err);
 void qw_output_abort(qw_output *o);
 const char *qw_output_temp_path(const qw_output *o);
 
+/* The error for a write to `path` that failed with errno `e`, saying plainly when the disk is full
+ * or a file-size limit (ulimit -f) was reached. */
+qw_status qw_fail_write(const char *path, int e, qw_error *err);
+
+/* QW_ERR_IO naming the damaged file if a mapped input was damaged (see qw_mapped_open) since the
+ * oldest mapping still open was opened; `output` names what is not being written. */
+qw_status qw_mapped_check_inputs(const char *output, qw_error *err);
+
 /* Removes temporary files that an earlier, killed run left next to final_path. */
 void qw_output_clean_stale(const char *final_path);
 
 /* Directory outputs (a checkpoint folder, an .mlpackage) are built under a temporary name next
  * to the final one and moved into place when complete. */
 
+/* "<final_path>.qwodel-tmp-<pid>": where this process builds a directory output (allocated). */
+char *qw_dir_temp_path(const char *final_path);
+/* Removes the temporary directories that earlier, killed runs left next to final_path. */
+void qw_dir_clean_stale(const char *final_path);
 /* Removes a directory tree of files and subdirectories (or a single file); errors are ignored:
  * used to clean up what a run itself wrote. */
 void qw_dir_remove_tree(const char *path);

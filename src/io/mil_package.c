@@ -32,7 +32,7 @@ static void put_u64(uint8_t *p, uint64_t v) {
 
 static qw_status raw_write(qw_blob_writer *w, const void *data, size_t bytes, qw_error *err) {
     if (bytes && fwrite(data, 1, bytes, w->f) != bytes) {
-        return qw_fail(err, QW_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
+        return qw_fail_write(w->path, errno, err);
     }
     w->offset += bytes;
     return QW_OK;
@@ -126,7 +126,7 @@ qw_status qw_blob_writer_finish(qw_blob_writer *w, qw_error *err) {
     FILE *f = w->f;
     w->f = NULL;
     if (fclose(f) != 0 && st == QW_OK) {
-        st = qw_fail(err, QW_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
+        st = qw_fail_write(w->path, errno, err);
     }
     qw_blob_writer_abort(w);
     return st;

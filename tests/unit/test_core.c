@@ -1,7 +1,11 @@
 /* core and file helpers: statuses, errors, the thread pool, buffers, output files. */
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -185,6 +189,26 @@ TEST(output_files_publish_atomically) {
     qw_free(stale);
     qw_free(mine);
 
+    /* the same for the temporary directories of directory outputs (a checkpoint, a package) */
+    char *out_dir = qw_path_join(dir, "model-awq");
+    char *dead_dir = qw_sprintf("%s.qwodel-tmp-999999999", out_dir);
+    char *dead_file = qw_path_join(dead_dir, "model.safetensors");
+    char *live_dir = qw_dir_temp_path(out_dir);
+    CHECK(strstr(live_dir, ".qwodel-tmp-") != NULL);
+    CHECK_OK(qw_mkdir_p(dead_dir, &err), &err);
+    CHECK_OK(qw_mkdir_p(live_dir, &err), &err);
+    fd = open(dead_file, O_CREAT | O_WRONLY, 0644);
+    close(fd);
+    qw_dir_clean_stale(out_dir);
+    CHECK(!qw_path_exists(dead_dir));
+    CHECK(qw_path_is_dir(live_dir));
+    qw_dir_remove_tree(live_dir);
+    CHECK(!qw_path_exists(live_dir));
+    qw_free(out_dir);
+    qw_free(dead_dir);
+    qw_free(dead_file);
+    qw_free(live_dir);
+
     CHECK_EQ_INT(qw_output_open("/nonexistent-dir/x.gguf", &o, &err), QW_ERR_IO);
     CHECK(strstr(err.message, "/nonexistent-dir/") != NULL);
     CHECK_EQ_INT(qw_mkdir_p(final, &err), QW_ERR_IO); /* a file is in the way */
@@ -211,7 +235,142 @@ TEST(read_all_limits) {
     qw_free(path);
 }
 
-RUN_TESTS(TEST_CASE(every_status_has_a_name_message_and_class), TEST_CASE(errors_carry_context),
+/* A file of `pages` pages of 'x' at `path`. */
+static void write_pages(const char *path, size_t pages) {
+    long page = sysconf(_SC_PAGESIZE);
+    char *buf = malloc((size_t)page);
+    memset(buf, 'x', (size_t)page);
+    FILE *f = fopen(path, "wb");
+    for (size_t i = 0; i < pages; i++) fwrite(buf, 1, (size_t)page, f);
+    fclose(f);
+    free(buf);
+}
+
+static void exit_on_foreign_sigbus(int sig) {
+    (void)sig;
+    _exit(42);
+}
+
+/* Runs in a child: SIGBUS from a mapping qwodel did not make still reaches the handler that was
+ * installed before qwodel's. Exit status 42: it did; anything else: it did not. */
+static int child_foreign_sigbus(const char *dir) {
+    struct sigaction mine, now;
+    memset(&mine, 0, sizeof mine);
+    mine.sa_handler = exit_on_foreign_sigbus;
+    sigaction(SIGBUS, &mine, NULL);
+    char *ours = qw_path_join(dir, "ours.bin");
+    char *theirs = qw_path_join(dir, "theirs.bin");
+    write_pages(ours, 2);
+    write_pages(theirs, 2);
+    qw_mapped m;
+    qw_error err;
+    if (qw_mapped_open(ours, &m, &err) != QW_OK) return 1;
+    sigaction(SIGBUS, NULL, &now);
+    if (now.sa_handler == exit_on_foreign_sigbus) return 2; /* qwodel's handler is not installed */
+    long page = sysconf(_SC_PAGESIZE);
+    int fd = open(theirs, O_RDONLY);
+    volatile const char *p = mmap(NULL, 2 * (size_t)page, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (truncate(theirs, 0) != 0) return 3;
+    return p[page] == 'x' ? 4 : 5; /* the read faults: neither return is reached */
+}
+
+TEST(foreign_sigbus_goes_to_the_previous_handler) {
+    char *dir = qw_path_join(test_tmpdir(), "sigbus-foreign");
+    qw_error err;
+    CHECK_OK(qw_mkdir_p(dir, &err), &err);
+    pid_t pid = fork();
+    if (pid == 0) _exit(child_foreign_sigbus(dir));
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 42);
+    qw_free(dir);
+}
+
+TEST(shrinking_input_is_reported_and_nothing_published) {
+    char *dir = qw_path_join(test_tmpdir(), "sigbus-shrink");
+    qw_error err;
+    CHECK_OK(qw_mkdir_p(dir, &err), &err);
+    char *input = qw_path_join(dir, "model.safetensors");
+    char *final = qw_path_join(dir, "out.gguf");
+    unlink(final); /* from an earlier run of this test */
+    write_pages(input, 4);
+    long page = sysconf(_SC_PAGESIZE);
+    qw_mapped m;
+    CHECK_OK(qw_mapped_open(input, &m, &err), &err);
+    qw_output *o = NULL;
+    CHECK_OK(qw_output_open(final, &o, &err), &err);
+    char *temp = qw_strdup(qw_output_temp_path(o));
+    CHECK_EQ_INT(m.data[0], 'x');
+    CHECK(truncate(input, page) == 0); /* another program rewrites the input */
+    CHECK_EQ_INT(m.data[0], 'x');      /* the page still in the file reads as before */
+    CHECK_EQ_INT(m.data[2 * page + 5], 0); /* a lost page reads as zeros instead of SIGBUS */
+    CHECK_EQ_INT(m.data[3 * page], 0);
+    CHECK_OK(qw_output_write(o, m.data, m.size, &err), &err);
+    CHECK_EQ_INT(qw_output_commit(o, &err), QW_ERR_IO);
+    CHECK(strstr(err.message, input) != NULL);
+    CHECK(strstr(err.message, "changed on disk") != NULL);
+    CHECK(!qw_path_exists(final));
+    CHECK(!qw_path_exists(temp));
+    CHECK_EQ_INT(qw_mapped_check_inputs(final, &err), QW_ERR_IO);
+    CHECK_EQ_INT(qw_dir_publish(dir, final, NULL, "anything", &err), QW_ERR_IO);
+    qw_mapped_close(&m);
+    /* once the damaged input is closed, later outputs are not held against it */
+    CHECK_OK(qw_mapped_check_inputs(final, &err), &err);
+    CHECK_OK(qw_output_open(final, &o, &err), &err);
+    CHECK_OK(qw_output_write(o, "ok", 2, &err), &err);
+    CHECK_OK(qw_output_commit(o, &err), &err);
+    CHECK(qw_path_is_file(final));
+    qw_free(temp);
+    qw_free(final);
+    qw_free(input);
+    qw_free(dir);
+}
+
+/* Runs in a child under a 1 MiB file-size limit (ulimit -f): the write fails with a clear error,
+ * the temporary file goes, and the earlier output stays. 0: all as expected. */
+static int child_file_size_limit(const char *final) {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit limit = {1u << 20, 1u << 20};
+    if (setrlimit(RLIMIT_FSIZE, &limit) != 0) return 10;
+    qw_output *o = NULL;
+    qw_error err;
+    if (qw_output_open(final, &o, &err) != QW_OK) return 11;
+    char *temp = qw_strdup(qw_output_temp_path(o));
+    static char chunk[1u << 16];
+    qw_status st = QW_OK;
+    for (int i = 0; i < 200 && st == QW_OK; i++) st = qw_output_write(o, chunk, sizeof chunk, &err);
+    if (st == QW_OK) st = qw_output_commit(o, &err);
+    else qw_output_abort(o);
+    if (st != QW_ERR_IO) return 12;
+    if (!strstr(err.message, final) || !strstr(err.message, "larger than allowed")) return 13;
+    if (qw_path_exists(temp)) return 14;
+    qw_free(temp);
+    return 0;
+}
+
+TEST(file_size_limit_is_an_error_and_keeps_the_old_output) {
+    char *final = qw_path_join(test_tmpdir(), "limited.gguf");
+    FILE *f = fopen(final, "wb");
+    fputs("earlier output", f);
+    fclose(f);
+    pid_t pid = fork();
+    if (pid == 0) _exit(child_file_size_limit(final));
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+    char *data = NULL;
+    qw_error err;
+    CHECK_OK(qw_file_read_all(final, 100, &data, NULL, &err), &err);
+    CHECK_EQ_STR(data, "earlier output");
+    qw_free(data);
+    qw_free(final);
+}
+
+RUN_TESTS(TEST_CASE(foreign_sigbus_goes_to_the_previous_handler),
+          TEST_CASE(every_status_has_a_name_message_and_class), TEST_CASE(errors_carry_context),
           TEST_CASE(progress_is_monotone_and_cancels), TEST_CASE(pool_runs_every_item_once),
           TEST_CASE(buffers_and_strings), TEST_CASE(output_files_publish_atomically),
-          TEST_CASE(read_all_limits))
+          TEST_CASE(read_all_limits), TEST_CASE(shrinking_input_is_reported_and_nothing_published),
+          TEST_CASE(file_size_limit_is_an_error_and_keeps_the_old_output))
