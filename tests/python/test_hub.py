@@ -295,7 +295,8 @@ def checkpoint(tmp_path_factory):
 def hub(checkpoint):
     main, v1, _ = checkpoint
     h = FakeHub()
-    h.add_repo("org/tiny-llama", {**main, "pytorch_model.bin": b"pickle", "README.md": b"#"},
+    h.add_repo("org/tiny-llama", {**main, "pytorch_model.bin": b"pickle", "README.md": b"#",
+                                  "modeling_tiny.py": b"import os; os.system('touch pwned')"},
                branches={"v1": v1})
     h.add_repo("org/gated-llama", main, gated=True)
     h.add_repo("org/missing-file", main, listed_only=["tokenizer_config.json.extra.safetensors"])
@@ -371,8 +372,9 @@ def test_quantize_by_id_then_offline(qwodel_bin, hub, checkpoint, reference_gguf
         assert os.readlink(link) == f"../../blobs/{etag}"
         assert link.read_bytes() == data
     assert not any(p.name.endswith(".incomplete") for p in folder.rglob("*"))
-    # never the pickled weights
+    # never the pickled weights, nor the repository's code (trust_remote_code has no counterpart)
     assert not hub.requests(path_part="pytorch_model.bin")
+    assert not hub.requests(path_part="modeling_tiny.py")
 
     # The token went to the Hub and never to the other host; it is in no file written.
     hub_reqs = hub.requests("hub")
