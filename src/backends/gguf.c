@@ -994,7 +994,12 @@ static qw_status buffers_init(exec_buffers *b, const qw_plan *plan, const gguf_p
     }
     if (!ok) {
         buffers_free(b);
-        return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory allocating quantization buffers");
+        return qw_fail(err, QW_ERR_NO_MEMORY,
+                       "%s: out of memory allocating %.1f MiB of quantization buffers (%d threads)",
+                       plan->output_path,
+                       ((double)out_bytes + (double)n_workers * (double)b->scratch_len * 4.0) /
+                           (1024.0 * 1024.0),
+                       n_workers);
     }
     return QW_OK;
 }
