@@ -367,6 +367,76 @@ def calib_seeds(out: Path) -> None:
     put(out, "calib", "rows_page", b"\x03" + json.dumps(rows).encode())
 
 
+# ---- writer round trips: the input is the harness's own encoding of what to write ----------
+
+def blob_roundtrip_seeds(out: Path) -> None:
+    """fuzz_blob_roundtrip: mode, count, stop, then per blob: dtype pick (>= 0xf0: a raw number
+    follows), padding bits, size, two cut points, misuse bits, the data."""
+    def blob(dtype, padding, size, cuts=(0, 0), misuse=0, raw_dtype=None):
+        b = bytes([dtype]) + (bytes([raw_dtype]) if raw_dtype is not None else b"")
+        b += bytes([padding, size]) + (bytes(cuts) if size else b"") + bytes([misuse])
+        return b + bytes((i * 7 + size) & 0xff for i in range(size))
+
+    blobs = (blob(0, 0, 0) + blob(4, 4, 65, (10, 40), 1) + blob(5, 9, 64, (64, 0), 2 | 3 << 2) +
+             blob(1, 0, 129, (1, 128), 3) + blob(2, 0, 1, (0, 1)) +
+             blob(0xf5, 0, 63, (5, 6), 0, raw_dtype=0x77))
+    put(out, "blob_roundtrip", "six_blobs", bytes([0, 6, 0]) + blobs)
+    put(out, "blob_roundtrip", "abort_mid_blob", bytes([5, 6, 1]) + blobs)
+    put(out, "blob_roundtrip", "finish_short", bytes([6, 6, 3]) + blobs)
+    put(out, "blob_roundtrip", "abort_after_open", bytes([4, 0]))
+    put(out, "blob_roundtrip", "open_missing_folder", bytes([7, 0]))
+
+
+def json_roundtrip_seeds(out: Path) -> None:
+    """fuzz_json_roundtrip: flag choice, option bits, then the tree (see enc)."""
+    ints = [0, 1, -1, 2**63 - 1, -2**63]
+
+    def text(s: str) -> bytes:  # code points as the harness reads them (no surrogates)
+        b = b""
+        for ch in s[:24]:
+            cp = ord(ch)
+            b += bytes([cp]) if cp < 0x80 else bytes([0xc0 | cp >> 16, cp & 0xff, cp >> 8 & 0xff])
+        return bytes([2 * len(s[:24])]) + b
+
+    def enc(v) -> bytes:
+        if isinstance(v, dict):
+            return bytes([0, len(v)]) + b"".join(text(k) + enc(x) for k, x in v.items())
+        if isinstance(v, list):
+            return bytes([1, len(v)]) + b"".join(enc(x) for x in v)
+        if isinstance(v, str):
+            return bytes([2]) + text(v)
+        if isinstance(v, bytes):  # raw string bytes, often not UTF-8
+            return bytes([2, 2 * len(v) + 1]) + v
+        if v is True or v is False:
+            return bytes([5 if v else 6])
+        if v is None:
+            return bytes([7])
+        if isinstance(v, int):
+            return bytes([3, ints.index(v)]) if v in ints else bytes([3, 0x80]) + struct.pack("<q", v)
+        return bytes([4, 0x80]) + struct.pack("<d", v)
+
+    def flags(indent=0, compact=False, ascii_=False, sort=False, order=False, slash=False,
+              any_=False) -> bytes:
+        how = next(h for h in range(256) if h % 3 == 2 and h >> 3 == indent)
+        return bytes([how, compact | ascii_ << 1 | sort << 2 | order << 3 | slash << 4 | any_ << 5])
+
+    tok = {"version": "1.0", "added_tokens": [{"id": 0, "content": "<s>", "special": True}],
+           "model": {"type": "BPE", "vocab": {"a": 0, "\u00e9": 1, "\U0001f600": 2, "a b": 3},
+                     "merges": ["a b"], "dropout": None}}
+    put(out, "json_roundtrip", "tokenizer", bytes([0, 0]) + enc(tok))
+    manifest = {"fileFormatVersion": "1.0.0", "itemInfoEntries": {"id": {
+        "author": "com.apple.CoreML", "path": "com.apple.CoreML/weights"}}}
+    put(out, "json_roundtrip", "manifest", bytes([1, 0]) + enc(manifest))
+    # (at most 6 children a container)
+    numbers = [[0, -1, 2**63 - 1, -2**63, 2**53 + 1], [1e308, -0.0, 5e-324, 0.1, 1e16, -2.5e-300]]
+    put(out, "json_roundtrip", "numbers", flags(compact=True) + enc(numbers))
+    strings = ["/", "\"\\", "\u2028\u2029", "\x00nul\x1f\x7f", "\U0010ffff", ""]
+    put(out, "json_roundtrip", "strings_ascii", flags(3, ascii_=True, slash=True) + enc(strings))
+    put(out, "json_roundtrip", "sorted", flags(1, sort=True) + enc({"b": [], "a": {}, "c": 1}))
+    put(out, "json_roundtrip", "scalar_root", flags(any_=True) + enc(-2**63))
+    put(out, "json_roundtrip", "not_utf8", bytes([0, 0]) + enc({"k": [b"\xc3(", b"\xff"]}))
+
+
 def committed_seeds(out: Path) -> None:
     seeds = HERE / "seeds"
     for d in sorted(seeds.iterdir()) if seeds.is_dir() else []:
@@ -381,7 +451,8 @@ def main() -> None:
     if out.exists():
         shutil.rmtree(out)
     for gen in (gguf_seeds, imatrix_dat_seeds, safetensors_seeds, config_seeds, tokenizer_seeds,
-                spm_seeds, vocab_seeds, calib_seeds, committed_seeds):
+                spm_seeds, vocab_seeds, calib_seeds, blob_roundtrip_seeds, json_roundtrip_seeds,
+                committed_seeds):
         try:
             gen(out)
         except Exception as e:  # one format's seeds failing must not stop the others

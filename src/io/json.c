@@ -119,13 +119,38 @@ qw_status qw_json_write_file(const json_t *value, const char *dir, const char *n
     return qw_json_write_file_flags(value, dir, name, JSON_INDENT(2) | JSON_PRESERVE_ORDER, err);
 }
 
+/* jansson's dump refuses a string that is not UTF-8 but writes such an object key as a lone '"'
+ * and reports success: every key is checked here first (json_stringn checks as the dump does). */
+static bool keys_are_utf8(const json_t *v) {
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (!keys_are_utf8(json_array_get(v, i))) return false;
+        }
+    } else if (json_is_object(v)) {
+        const char *key;
+        size_t key_len;
+        json_t *child;
+        json_object_keylen_foreach((json_t *)v, key, key_len, child) {
+            json_t *k = json_stringn(key, key_len);
+            json_decref(k);
+            if (!k || !keys_are_utf8(child)) return false;
+        }
+    }
+    return true;
+}
+
 qw_status qw_json_write_file_flags(const json_t *value, const char *dir, const char *name,
                                    size_t flags, qw_error *err) {
     char *path = qw_path_join(dir, name);
-    char *text = json_dumps(value, flags);
+    char *text = path && keys_are_utf8(value) ? json_dumps(value, flags) : NULL;
     qw_output *o = NULL;
-    qw_status st = path && text ? qw_output_open(path, &o, err)
-                                : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    qw_status st = !path ? qw_fail(err, QW_ERR_NO_MEMORY, "out of memory")
+                   : !text
+                       ? qw_fail(err, QW_ERR_INVALID_ARG,
+                                 "%s: not written: the value has no JSON text (a string or key "
+                                 "that is not UTF-8, or a root that is not an object or array)",
+                                 path)
+                       : qw_output_open(path, &o, err);
     if (st == QW_OK) st = qw_output_write(o, text, strlen(text), err);
     if (st == QW_OK) st = qw_output_write(o, "\n", 1, err);
     if (st == QW_OK) {

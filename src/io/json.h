@@ -41,7 +41,9 @@ qw_status qw_json_require_int(const json_t *obj, const char *key, const char *fi
 bool qw_json_integer_value(const json_t *v, int64_t *out);
 
 /* Writes `value` as indented JSON (keys in insertion order, a final newline) to dir/name, under a
- * temporary name renamed into place when complete. */
+ * temporary name renamed into place when complete. A value with no JSON text (a string or object
+ * key that is not UTF-8, a root that is not an object or array) is QW_ERR_INVALID_ARG, and
+ * nothing is written. */
 qw_status qw_json_write_file(const json_t *value, const char *dir, const char *name,
                              qw_error *err);
 /* The same with jansson's dump flags chosen by the caller (a format another tool fixes, e.g.

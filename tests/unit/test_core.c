@@ -10,6 +10,7 @@
 
 #include "core.h"
 #include "file.h"
+#include "json.h"
 #include "pool.h"
 #include "test.h"
 
@@ -368,9 +369,57 @@ TEST(file_size_limit_is_an_error_and_keeps_the_old_output) {
     qw_free(final);
 }
 
+TEST(json_files_are_written_whole_or_not_at_all) {
+    char *dir = qw_path_join(test_tmpdir(), "json");
+    qw_error err;
+    CHECK_OK(qw_mkdir_p(dir, &err), &err);
+    char *path = qw_path_join(dir, "config.json");
+    unlink(path);
+    json_t *v = json_pack("{s:i, s:[s, f], s:b}", "zeta", 7, "alpha", "\xc3\xa9t\xc3\xa9", 0.5,
+                          "mid", 1);
+    CHECK_OK(qw_json_write_file(v, dir, "config.json", &err), &err);
+    char *text = NULL;
+    CHECK_OK(qw_file_read_all(path, 1000, &text, NULL, &err), &err);
+    CHECK(strstr(text, "{\n  \"zeta\": 7,") == text); /* indented, insertion order */
+    CHECK(text[strlen(text) - 1] == '\n');
+    qw_free(text);
+    json_error_t jerr;
+    json_t *back = json_load_file(path, 0, &jerr);
+    CHECK(back && json_equal(back, v));
+    json_decref(back);
+    CHECK_OK(qw_json_write_file_flags(v, dir, "config.json", JSON_COMPACT | JSON_SORT_KEYS, &err),
+             &err);
+    CHECK_OK(qw_file_read_all(path, 1000, &text, NULL, &err), &err);
+    CHECK(strncmp(text, "{\"alpha\":", 9) == 0);
+    qw_free(text);
+
+    /* jansson would write a key that is not UTF-8 as a lone quote: refused, the file untouched */
+    json_t *bad = json_object();
+    json_object_set_new(bad, "ok", json_integer(1));
+    json_t *inner = json_object();
+    json_object_set_new_nocheck(inner, "\xff\xfe", json_true());
+    json_object_set_new(bad, "inner", inner);
+    CHECK_EQ_INT(qw_json_write_file(bad, dir, "config.json", &err), QW_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, path) != NULL && strstr(err.message, "UTF-8") != NULL);
+    CHECK_OK(qw_file_read_all(path, 1000, &text, NULL, &err), &err);
+    CHECK(strncmp(text, "{\"alpha\":", 9) == 0);
+    qw_free(text);
+    json_t *scalar = json_integer(3);
+    CHECK_EQ_INT(qw_json_write_file(scalar, dir, "other.json", &err), QW_ERR_INVALID_ARG);
+    char *other = qw_path_join(dir, "other.json");
+    CHECK(!qw_path_exists(other));
+    qw_free(other);
+    json_decref(scalar);
+    json_decref(bad);
+    json_decref(v);
+    qw_free(path);
+    qw_free(dir);
+}
+
 RUN_TESTS(TEST_CASE(foreign_sigbus_goes_to_the_previous_handler),
           TEST_CASE(every_status_has_a_name_message_and_class), TEST_CASE(errors_carry_context),
           TEST_CASE(progress_is_monotone_and_cancels), TEST_CASE(pool_runs_every_item_once),
           TEST_CASE(buffers_and_strings), TEST_CASE(output_files_publish_atomically),
           TEST_CASE(read_all_limits), TEST_CASE(shrinking_input_is_reported_and_nothing_published),
-          TEST_CASE(file_size_limit_is_an_error_and_keeps_the_old_output))
+          TEST_CASE(file_size_limit_is_an_error_and_keeps_the_old_output),
+          TEST_CASE(json_files_are_written_whole_or_not_at_all))
