@@ -10,6 +10,7 @@
 #   smoke: fuzz into a scratch corpus that is thrown away (the CI smoke run); otherwise the corpus
 #          is kept in BUILD/corpus/<reader>/ and grows from run to run.
 # FUZZ_JOBS=N runs N harnesses at a time (default 1): each still gets SECONDS of wall time.
+# FUZZ_ONLY="reader ..." runs only those harnesses (e.g. FUZZ_ONLY="gguf json_roundtrip").
 set -uo pipefail
 
 build=${1:?usage: fuzz/run.sh BUILD SECONDS [smoke]}
@@ -72,10 +73,12 @@ jobs_max=${FUZZ_JOBS:-1}
 readers=()
 for harness in "$build"/fuzz/fuzz_*; do
     [ -x "$harness" ] || continue
+    name=$(basename "$harness")
+    reader=${name#fuzz_}
+    if [ -n "${FUZZ_ONLY:-}" ] && [[ " $FUZZ_ONLY " != *" $reader "* ]]; then continue; fi
     while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n; done
     fuzz_one "$harness" &
-    name=$(basename "$harness")
-    readers+=("${name#fuzz_}")
+    readers+=("$reader")
 done
 wait
 

@@ -15,6 +15,9 @@
  *  - A qw_quantizer is used by one thread at a time. qw_quantizer_cancel is the exception: it may
  *    be called from any thread or from a signal handler.
  *  - Callbacks are invoked only on the thread that called into the library.
+ *  - Input files are memory-mapped. The first file mapped installs a SIGBUS handler that turns a
+ *    fault in one of the library's own mappings (the file shrank, a read failed) into an error
+ *    naming the file, and passes every other SIGBUS to the handler that was installed before.
  *
  * The header is plain C (no inline functions, no macros in signatures) so that ctypes and cffi can
  * bind it directly.
