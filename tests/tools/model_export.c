@@ -49,7 +49,9 @@ static uint64_t tensor_elems(const qw_hf_tensor *t) {
 static qw_status build_header(const qw_hf_view *v, bool force_f32, qw_buf *out, qw_error *err) {
     json_t *h = json_object();
     uint64_t offset = 0;
-    bool ok = h != NULL;
+    /* as transformers' save_pretrained writes it; transformers before 4.47 refuses a file
+     * without it */
+    bool ok = h && json_object_set_new(h, "__metadata__", json_pack("{s:s}", "format", "pt")) == 0;
     for (size_t i = 0; ok && i < qw_hf_view_count(v); i++) {
         const qw_hf_tensor *t = qw_hf_view_at(v, i);
         qw_qtype type = out_type(t, force_f32);
