@@ -116,15 +116,17 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def ensure_venv(venv: pathlib.Path) -> pathlib.Path:
-    """The venv's python, made (python3 -m venv + pip) when it has no llmcompressor yet."""
+def ensure_venv(venv: pathlib.Path, packages: list[str] = VENV_PACKAGES,
+                probe: str = "import llmcompressor") -> pathlib.Path:
+    """The venv's python, made (python3 -m venv + pip install packages) when it cannot run
+    `probe` yet."""
     py = venv / "bin" / "python"
-    if py.exists() and subprocess.run([str(py), "-c", "import llmcompressor"],
+    if py.exists() and subprocess.run([str(py), "-c", probe],
                                       capture_output=True).returncode == 0:
         return py
-    log(f"making the llm-compressor venv in {venv} (pip install {' '.join(VENV_PACKAGES)}) ...")
+    log(f"making the venv {venv} (pip install {' '.join(packages)}) ...")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", *VENV_PACKAGES], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", *packages], check=True)
     return py
 
 

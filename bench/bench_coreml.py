@@ -46,7 +46,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_awq import GGUF  # noqa: E402  (SmolLM2-135M, Q4_1)
-from bench_awq import measure  # noqa: E402  (GNU time: the command's own peak)
+from bench_awq import ensure_venv, log, measure  # noqa: E402
 
 FORMATS = ["float16", "int8_linear", "int8_symmetric", "int6", "int4"]
 VENV_PACKAGES = ["torch==2.7.0", "coremltools==9.0", "transformers==4.46.3", "numpy<2.3",
@@ -105,23 +105,6 @@ mlmodel.save(out)
 """
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def ensure_venv(venv: pathlib.Path) -> pathlib.Path:
-    """The venv's python, made (python3 -m venv + pip) when it cannot import the route's packages."""
-    py = venv / "bin" / "python"
-    probe = "import torch, coremltools, transformers, sklearn"
-    if py.exists() and subprocess.run([str(py), "-c", probe],
-                                      capture_output=True).returncode == 0:
-        return py
-    log(f"making the coremltools venv in {venv} (pip install {' '.join(VENV_PACKAGES)}) ...")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", *VENV_PACKAGES], check=True)
-    return py
-
-
 def tree_bytes(path: pathlib.Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -144,7 +127,8 @@ def main() -> int:
             raise SystemExit(f"bench: unknown format {fmt!r} (one of {', '.join(FORMATS)})")
 
     qwodel = pathlib.Path(args.qwodel).resolve()
-    venv_py = ensure_venv(pathlib.Path(args.venv))
+    venv_py = ensure_venv(pathlib.Path(args.venv), VENV_PACKAGES,
+                          "import torch, coremltools, transformers, sklearn")
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="qwodel-bench-coreml-"))
     work.mkdir(parents=True, exist_ok=True)
     if args.model:

@@ -586,15 +586,19 @@ static bool split_path(const char *path, char **dir, char **base) {
     return false;
 }
 
-void qw_output_clean_stale(const char *final_path) {
+/* Removes the temporaries of dead writers next to final_path: "[.]<name>.qwodel-tmp-<pid>...",
+ * hidden (a leading '.') for single files. */
+static void clean_stale(const char *final_path, bool hidden) {
     char *dir, *base;
     if (!split_path(final_path, &dir, &base)) return;
-    char *prefix = qw_sprintf(".%s" TEMP_MARK, base);
+    char *prefix = qw_sprintf("%s%s" TEMP_MARK, hidden ? "." : "", base);
     if (prefix) remove_dead_writers(dir, prefix);
     qw_free(prefix);
     qw_free(dir);
     qw_free(base);
 }
+
+void qw_output_clean_stale(const char *final_path) { clean_stale(final_path, true); }
 
 /* ---- directory outputs ------------------------------------------------------------------------ */
 
@@ -602,15 +606,7 @@ char *qw_dir_temp_path(const char *final_path) {
     return qw_sprintf("%s" TEMP_MARK "%ld", final_path, (long)getpid());
 }
 
-void qw_dir_clean_stale(const char *final_path) {
-    char *dir, *base;
-    if (!split_path(final_path, &dir, &base)) return;
-    char *prefix = qw_sprintf("%s" TEMP_MARK, base);
-    if (prefix) remove_dead_writers(dir, prefix);
-    qw_free(prefix);
-    qw_free(dir);
-    qw_free(base);
-}
+void qw_dir_clean_stale(const char *final_path) { clean_stale(final_path, false); }
 
 void qw_dir_remove_tree(const char *path) {
     DIR *d = opendir(path);
