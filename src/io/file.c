@@ -48,6 +48,7 @@ static void pass_sigbus_on(int sig, siginfo_t *info, void *context) {
 }
 
 static void on_sigbus(int sig, siginfo_t *info, void *context) {
+    const int saved_errno = errno; /* the interrupted code's, which mmap may overwrite */
     uintptr_t addr = (uintptr_t)info->si_addr;
     for (size_t i = 0; i < WATCHED_MAX; i++) {
         uintptr_t begin = __atomic_load_n(&watched[i].begin, __ATOMIC_ACQUIRE);
@@ -68,8 +69,10 @@ static void on_sigbus(int sig, siginfo_t *info, void *context) {
         }
         damaged_path[n] = '\0';
         __atomic_add_fetch(&damage_count, 1, __ATOMIC_RELEASE);
+        errno = saved_errno;
         return;
     }
+    errno = saved_errno;
     pass_sigbus_on(sig, info, context);
 }
 
