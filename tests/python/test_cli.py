@@ -218,6 +218,9 @@ def test_corrupt_gguf_inputs_fail_cleanly(qwodel_bin, model_dir, tmp_path):
                              "ggml type 77")
     cases["bad-offset"] = (data[:type_at + 4] + (64).to_bytes(8, "little") + data[type_at + 12:],
                            "offset")
+    # a first dimension of 2^62: the element count overflows 64 bits
+    cases["dim-overflow"] = (data[:at + 4] + (2**62).to_bytes(8, "little") + data[at + 12:],
+                             "impossible shape")
     for label, (content, needle) in cases.items():
         path = tmp_path / f"{label}.gguf"
         path.write_bytes(content)
