@@ -126,6 +126,22 @@ static qw_status get_array(const qw_gguf *g, const char *key, qw_gguf_type elem,
     return QW_OK;
 }
 
+/* JSON text is UTF-8, so a token that is not (a damaged file: GGUF strings are UTF-8 too) has no
+ * place in tokenizer.json; jansson's own check decides, as it does when the file is written. */
+static qw_status require_utf8(const gguf_vocab *v, const char *key, const qw_gguf_str *strs,
+                              uint64_t n, qw_error *err) {
+    for (uint64_t i = 0; i < n; i++) {
+        json_t *probe = json_stringn(strs[i].data, (size_t)strs[i].len);
+        if (!probe) {
+            return qw_fail_at(err, QW_ERR_CORRUPT, key, -1,
+                              "%s: %s[%llu] is not valid UTF-8 (the vocabulary is damaged)",
+                              v->path, key, (unsigned long long)i);
+        }
+        json_decref(probe);
+    }
+    return QW_OK;
+}
+
 static qw_status read_vocab(const qw_gguf *g, gguf_vocab *v, qw_error *err) {
     const qw_gguf_value *tokens, *types, *scores, *merges;
     QW_TRY(get_array(g, "tokenizer.ggml.tokens", QW_GGUF_STRING, true, 0, &tokens, err));
@@ -142,7 +158,8 @@ static qw_status read_vocab(const qw_gguf *g, gguf_vocab *v, qw_error *err) {
     QW_TRY(get_array(g, "tokenizer.ggml.merges", QW_GGUF_STRING, !v->spm, 0, &merges, err));
     v->n_merges = merges ? merges->v.arr.count : 0;
     v->merges = merges ? merges->v.arr.strs : NULL;
-    return QW_OK;
+    QW_TRY(require_utf8(v, "tokenizer.ggml.tokens", v->tokens, v->n, err));
+    return require_utf8(v, "tokenizer.ggml.merges", v->merges, v->n_merges, err);
 }
 
 static int32_t token_type(const gguf_vocab *v, uint64_t id) {

@@ -326,3 +326,26 @@ def test_truncated_gguf_is_an_error(gguf_of, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "cut.gguf" in proc.stderr and "QW_ERR_CORRUPT" in proc.stderr
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("tokens_key", ["tokenizer.ggml.tokens", "tokenizer.ggml.merges"])
+def test_token_that_is_not_utf8_is_named(gguf_of, tmp_path, tokens_key):
+    """A vocabulary string that is not UTF-8 (GGUF strings are UTF-8) cannot go into
+    tokenizer.json: the export fails naming the file and the entry, instead of writing JSON that
+    no reader accepts."""
+    import gguf
+
+    key = "qwen3" if tokens_key.endswith("merges") else "llama2"  # merges: a BPE vocabulary
+    path = gguf_of(key, "Q8_0")
+    field = gguf.GGUFReader(str(path)).fields[tokens_key]
+    first = field.parts[field.data[0]]  # the bytes of entry 0, and where they are in the file
+    data = bytearray(path.read_bytes())
+    at = data.index(len(first).to_bytes(8, "little") + first.tobytes()) + 8
+    data[at] = 0xFF  # never a UTF-8 byte
+    bad = tmp_path / "bad-token.gguf"
+    bad.write_bytes(bytes(data))
+    proc = export(bad, tmp_path / "out")
+    assert proc.returncode == 1, proc.stderr
+    assert "bad-token.gguf" in proc.stderr, proc.stderr
+    assert f"{tokens_key}[0] is not valid UTF-8" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "tokenizer.json").exists()
