@@ -68,29 +68,6 @@ FORMAT = "Q4_K_M"
 CRITERION = 1.20
 
 
-def llama_tensors(hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int,
-                  vocab: int) -> list[tuple[object, str, tuple, str]]:
-    """(group, name, shape, kind) of an untied Llama checkpoint, in module order, as
-    hf_fixtures._model_tensors lists them (kind 'w': a weight, 'n': a norm); no data."""
-    head_dim = hidden // heads
-    q_out, kv_out = heads * head_dim, kv_heads * head_dim
-    out = [("embed", "model.embed_tokens.weight", (vocab, hidden), "w")]
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        out += [(i, p + "self_attn.q_proj.weight", (q_out, hidden), "w"),
-                (i, p + "self_attn.k_proj.weight", (kv_out, hidden), "w"),
-                (i, p + "self_attn.v_proj.weight", (kv_out, hidden), "w"),
-                (i, p + "self_attn.o_proj.weight", (hidden, q_out), "w"),
-                (i, p + "mlp.gate_proj.weight", (intermediate, hidden), "w"),
-                (i, p + "mlp.up_proj.weight", (intermediate, hidden), "w"),
-                (i, p + "mlp.down_proj.weight", (hidden, intermediate), "w"),
-                (i, p + "input_layernorm.weight", (hidden,), "n"),
-                (i, p + "post_attention_layernorm.weight", (hidden,), "n")]
-    out.append(("final", "model.norm.weight", (hidden,), "n"))
-    out.append(("final", "lm_head.weight", (vocab, hidden), "w"))
-    return out
-
-
 def write_shard(path: pathlib.Path, tensors: list[tuple[str, tuple, str]], seed: int) -> None:
     """One bf16 safetensors file, tensors sorted by name, each made, written and freed in turn:
     the header is known from the shapes alone. Written to a temporary name, then renamed."""
@@ -107,8 +84,7 @@ def write_shard(path: pathlib.Path, tensors: list[tuple[str, tuple, str]], seed:
         f.write(struct.pack("<Q", len(head)))
         f.write(head)
         for name, shape, kind in tensors:
-            arr = (hf_fixtures._norm(seed, name, shape[0]) if kind == "n"
-                   else hf_fixtures._gaussian(seed, name, shape))
+            arr = hf_fixtures.tensor_values(seed, name, shape, kind)
             bits = hf_fixtures.float32_to_bf16_bits(arr)
             del arr
             f.write(bits.data)
@@ -121,7 +97,10 @@ def make_checkpoint(model: pathlib.Path, size: str, seed: int = 0) -> int:
     config.json is written last: its presence means the checkpoint is complete."""
     hidden, layers, heads, kv_heads, intermediate = SIZES[size]
     vocab = hf_fixtures.tokenizer_vocab_size(TOKENIZER)
-    entries = llama_tensors(hidden, layers, heads, kv_heads, intermediate, vocab)
+    entries = hf_fixtures.model_tensor_shapes("llama", hidden=hidden, layers=layers, heads=heads,
+                                              kv_heads=kv_heads, intermediate=intermediate,
+                                              head_dim=hidden // heads, vocab_size=vocab,
+                                              tied=False)
     params = sum(math.prod(shape) for _, _, shape, _ in entries)
     if (model / "config.json").exists():
         return params

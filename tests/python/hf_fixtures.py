@@ -608,10 +608,11 @@ def _moe_mlp(family, p, hidden, intermediate, moe):
     return t
 
 
-def _model_tensors(family, *, hidden, layers, heads, kv_heads, intermediate, head_dim, vocab_size,
-                   tied, seed, moe=None):
-    """[(group, name, array)] in module order; group is 'embed', a layer index, or 'final'."""
-    out = [("embed", "model.embed_tokens.weight", _gaussian(seed, "model.embed_tokens.weight", (vocab_size, hidden)))]
+def model_tensor_shapes(family, *, hidden, layers, heads, kv_heads, intermediate, head_dim,
+                        vocab_size, tied, moe=None):
+    """[(group, name, shape, kind)] in module order, without data; group is 'embed', a layer
+    index, or 'final'; kind 'w' (a weight, Gaussian) or 'n' (a norm)."""
+    out = [("embed", "model.embed_tokens.weight", (vocab_size, hidden), "w")]
     q_out, kv_out = heads * head_dim, kv_heads * head_dim
     for i in range(layers):
         p = f"model.layers.{i}."
@@ -637,13 +638,22 @@ def _model_tensors(family, *, hidden, layers, heads, kv_heads, intermediate, hea
             t.append((p + "mlp.down_proj.weight", (hidden, intermediate), "w"))
         t.append((p + "input_layernorm.weight", (hidden,), "n"))
         t.append((p + "post_attention_layernorm.weight", (hidden,), "n"))
-        for name, shape, kind in t:
-            arr = _norm(seed, name, shape[0]) if kind == "n" else _gaussian(seed, name, shape)
-            out.append((i, name, arr))
-    out.append(("final", "model.norm.weight", _norm(seed, "model.norm.weight", hidden)))
+        out += [(i, name, shape, kind) for name, shape, kind in t]
+    out.append(("final", "model.norm.weight", (hidden,), "n"))
     if not tied:
-        out.append(("final", "lm_head.weight", _gaussian(seed, "lm_head.weight", (vocab_size, hidden))))
+        out.append(("final", "lm_head.weight", (vocab_size, hidden), "w"))
     return out
+
+
+def tensor_values(seed, name, shape, kind) -> np.ndarray:
+    """The values make_checkpoint gives the tensor model_tensor_shapes lists."""
+    return _norm(seed, name, shape[0]) if kind == "n" else _gaussian(seed, name, shape)
+
+
+def _model_tensors(family, *, seed, **shape):
+    """[(group, name, array)] in module order; group is 'embed', a layer index, or 'final'."""
+    return [(group, name, tensor_values(seed, name, dims, kind))
+            for group, name, dims, kind in model_tensor_shapes(family, **shape)]
 
 
 def _split_groups(entries, shards):

@@ -247,6 +247,16 @@ static void write_pages(const char *path, size_t pages) {
     free(buf);
 }
 
+/* Runs body(arg) in a child process (for signal handlers and resource limits that must not touch
+ * this one); its exit status, or -1 when it did not exit normally. */
+static int child_exit_status(int (*body)(const char *), const char *arg) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(body(arg));
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+
 static void exit_on_foreign_sigbus(int sig) {
     (void)sig;
     _exit(42);
@@ -279,12 +289,7 @@ TEST(foreign_sigbus_goes_to_the_previous_handler) {
     char *dir = qw_path_join(test_tmpdir(), "sigbus-foreign");
     qw_error err;
     CHECK_OK(qw_mkdir_p(dir, &err), &err);
-    pid_t pid = fork();
-    if (pid == 0) _exit(child_foreign_sigbus(dir));
-    int status = 0;
-    waitpid(pid, &status, 0);
-    CHECK(WIFEXITED(status));
-    CHECK_EQ_INT(WEXITSTATUS(status), 42);
+    CHECK_EQ_INT(child_exit_status(child_foreign_sigbus, dir), 42);
     qw_free(dir);
 }
 
@@ -355,12 +360,7 @@ TEST(file_size_limit_is_an_error_and_keeps_the_old_output) {
     FILE *f = fopen(final, "wb");
     fputs("earlier output", f);
     fclose(f);
-    pid_t pid = fork();
-    if (pid == 0) _exit(child_file_size_limit(final));
-    int status = 0;
-    waitpid(pid, &status, 0);
-    CHECK(WIFEXITED(status));
-    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+    CHECK_EQ_INT(child_exit_status(child_file_size_limit, final), 0);
     char *data = NULL;
     qw_error err;
     CHECK_OK(qw_file_read_all(final, 100, &data, NULL, &err), &err);
