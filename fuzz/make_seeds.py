@@ -286,6 +286,13 @@ def tokenizer_seeds(out: Path) -> None:
         t.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=300,
                                                          special_tokens=["<unk>", "<s>"]))
         put(out, "tokenizer_json", "bpe_digits.json", t.to_str())
+        t = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        t.normalizer = normalizers.BertNormalizer(lowercase=True)
+        t.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        t.decoder = decoders.WordPiece()
+        t.train_from_iterator(lines, trainers.WordPieceTrainer(
+            vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]))
+        put(out, "tokenizer_json", "wordpiece.json", t.to_str())
     except Exception as e:
         print(f"make_seeds: tokenizers: {e}", file=sys.stderr)
 

@@ -214,6 +214,33 @@ static const qw_name_prefix gemma3_prefixes[] = {
 static const char *const gemma3_skipped[] = {"vision_tower.", "multi_modal_projector.",
                                              "model.vision_tower.",
                                              "model.multi_modal_projector.", NULL};
+/* BERT, as llama.cpp's converter names its tensors. The pooler serves only pooler_output and
+ * next-sentence prediction, neither part of the encoder's hidden states. */
+static const qw_tensor_rule bert_rules[] = {
+    {"embeddings.word_embeddings", "token_embd", QW_TRANSFORM_NONE},
+    {"embeddings.token_type_embeddings", "token_types", QW_TRANSFORM_NONE},
+    {"embeddings.position_embeddings", "position_embd", QW_TRANSFORM_NONE},
+    {"embeddings.LayerNorm", "token_embd_norm", QW_TRANSFORM_NONE},
+    {"encoder.layer.{L}.attention.self.query", "blk.{L}.attn_q", QW_TRANSFORM_NONE},
+    {"encoder.layer.{L}.attention.self.key", "blk.{L}.attn_k", QW_TRANSFORM_NONE},
+    {"encoder.layer.{L}.attention.self.value", "blk.{L}.attn_v", QW_TRANSFORM_NONE},
+    {"encoder.layer.{L}.attention.output.dense", "blk.{L}.attn_output", QW_TRANSFORM_NONE},
+    {"encoder.layer.{L}.attention.output.LayerNorm", "blk.{L}.attn_output_norm",
+     QW_TRANSFORM_NONE},
+    {"encoder.layer.{L}.intermediate.dense", "blk.{L}.ffn_up", QW_TRANSFORM_NONE},
+    {"encoder.layer.{L}.output.dense", "blk.{L}.ffn_down", QW_TRANSFORM_NONE},
+    {"encoder.layer.{L}.output.LayerNorm", "blk.{L}.layer_output_norm", QW_TRANSFORM_NONE},
+    {"embeddings.position_ids", NULL, QW_TRANSFORM_NONE}, /* a buffer older exports saved */
+    {"pooler.dense", NULL, QW_TRANSFORM_NONE},
+    {NULL, NULL, QW_TRANSFORM_NONE},
+};
+static const char *const bert_classes[] = {"BertModel", "BertForMaskedLM", "BertForPreTraining",
+                                           NULL};
+static const char *const bert_types[] = {"bert", NULL};
+/* The task heads' models keep the encoder under "bert."; their heads (masked-LM and
+ * next-sentence "cls.") are not part of the encoder. */
+static const qw_name_prefix bert_prefixes[] = {{"bert.", ""}, {NULL, NULL}};
+static const char *const bert_skipped[] = {"cls.", NULL};
 static const char *const phi3_classes[] = {"Phi3ForCausalLM", NULL};
 static const char *const phi3_types[] = {"phi3", NULL};
 static const char *const qwen2_classes[] = {"Qwen2ForCausalLM", NULL};
@@ -310,6 +337,15 @@ static const qw_arch arch_table[] = {
         .rules = phi3_rules,
         .writes_sliding_window = true,
         .writes_longrope = true,
+    },
+    {
+        .name = "bert",
+        .hf_classes = bert_classes,
+        .hf_model_types = bert_types,
+        .rules = bert_rules,
+        .name_prefixes = bert_prefixes,
+        .skip_prefixes = bert_skipped,
+        .is_encoder = true,
     },
 };
 
@@ -623,6 +659,8 @@ qw_status qw_hparams_from_config(const json_t *config, const char *file, qw_hpar
     hp->has_rope_theta = found;
     QW_TRY(qw_json_get_number(config, "rms_norm_eps", file, &hp->rms_eps, &found, err));
     hp->has_rms_eps = found;
+    QW_TRY(qw_json_get_number(config, "layer_norm_eps", file, &hp->norm_eps, &found, err));
+    hp->has_norm_eps = found;
     QW_TRY(qw_json_get_bool(config, "tie_word_embeddings", file, &hp->tied_embeddings, NULL, err));
 
     hp->rope_freqs_orig_ctx = 8192;

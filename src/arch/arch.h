@@ -58,6 +58,8 @@ typedef struct qw_hparams {
     double rope_theta;
     bool has_rms_eps;
     double rms_eps;
+    bool has_norm_eps;
+    double norm_eps;    /* layer_norm_eps: LayerNorm's epsilon (BERT) */
     bool tied_embeddings;
     /* rope scaling, as config.json's rope_scaling (type "" when absent) */
     char rope_type[16];    /* "linear", "llama3", "yarn", ... */
@@ -149,6 +151,8 @@ typedef struct qw_arch {
     const char *const *skip_prefixes;    /* other models' tensors (vision tower, projector):
                                           * not converted; NULL-ended, or NULL */
     bool trims_embd_to_tokenizer;        /* token_embd keeps only the tokenizer's rows */
+    bool is_encoder;                     /* a bidirectional encoder without a language-model
+                                          * head (BERT): only the coreml backend writes it */
 } qw_arch;
 
 size_t qw_arch_count(void);

@@ -2,7 +2,8 @@
  * The Core ML backend: an .mlpackage holding an ML Program (MIL) written straight from the
  * checkpoint — no tracing — for the llama family (Llama, Mistral, Qwen2, Qwen3): input_ids and
  * attention_mask (int32, [batch, 1..seq_length]) in, logits (float32) out, float16 compute
- * (research/coreml.md).
+ * (research/coreml.md); and for BERT encoders, last_hidden_state (float32) out (FAMILIES: one
+ * row per kind of program).
  *
  * Package, written under a temporary directory renamed into place when complete:
  *   Manifest.json
@@ -23,6 +24,10 @@
  * transformers), q/k/v linear (+bias), Qwen3's per-head norms, rotate-half RoPE, key/value heads
  * tiled for GQA, softmax attention, o_proj, SwiGLU; final norm, lm_head (the embedding when
  * tied), logits cast to fp32 as coremltools' fp16 conversion leaves them.
+ *
+ * The encoder (build_encoder): word + position + token-type-0 embeddings, LayerNorm (fp32), per
+ * layer q/k/v with biases, attention over every unpadded token, output dense + residual +
+ * LayerNorm, intermediate dense + GELU/ReLU, output dense + residual + LayerNorm.
  */
 #include <errno.h>
 #include <math.h>
@@ -35,6 +40,7 @@
 
 #include "backend.h"
 #include "coreml_kmeans.h"
+#include "json.h"
 #include "coreml_mil.h"
 #include "file.h"
 #include "half.h"
@@ -102,6 +108,7 @@ static const char *const COMPUTE_UNITS[] = {"ALL", "CPU_ONLY", "CPU_AND_GPU", "C
 
 typedef struct cm_settings {
     int64_t batch, default_len, seq_length;
+    bool length_given; /* seq_length or input_shape set by the caller, not the default */
     const char *compute_units;
 } cm_settings;
 
@@ -139,6 +146,7 @@ static qw_status parse_settings(const qw_options *o, cm_settings *s, qw_error *e
                           "seq_length must be 1..1048576, not %lld", (long long)s->seq_length);
     }
     s->default_len = shape[1] < s->seq_length ? shape[1] : s->seq_length;
+    s->length_given = text || qw_options_get(o, "seq_length");
     s->compute_units = qw_options_get(o, "compute_units");
     if (!s->compute_units) s->compute_units = "ALL";
     for (size_t i = 0; i < sizeof COMPUTE_UNITS / sizeof COMPUTE_UNITS[0]; i++) {
@@ -154,8 +162,12 @@ static qw_status parse_settings(const qw_options *o, cm_settings *s, qw_error *e
 
 /* ---- the plan ------------------------------------------------------------------------------- */
 
+typedef struct cm_family cm_family;
+typedef struct cm_build cm_build;
+
 typedef struct cm_plan {
     qw_hf_view *view;
+    const cm_family *family;
     qw_hparams hp;
     int64_t head_dim;
     cm_settings settings;
@@ -167,6 +179,11 @@ typedef struct cm_plan {
     const char *format;
     bool tied;
     double rms_eps, rope_theta;
+    /* encoders */
+    const char *prefix;     /* "bert." for the task models' checkpoints, else "" */
+    double norm_eps;        /* LayerNorm epsilon */
+    const char *activation; /* MIL op of the feed-forward activation */
+    const char *gelu_mode;  /* its mode for gelu, else NULL */
 } cm_plan;
 
 static void cm_plan_free(void *priv) {
@@ -198,30 +215,39 @@ static const char *compressed_type(const cm_plan *p) {
     return p->quant == CM_LUT ? (p->nbits == 4 ? "lut4" : "lut6") : NAMES[p->quant];
 }
 
-/* Every tensor must have a place in the program: one the graph does not use is refused rather
- * than silently dropped. */
-static qw_status check_tensors(const cm_plan *p, qw_error *err) {
-    for (size_t i = 0; i < qw_hf_view_count(p->view); i++) {
-        const char *name = qw_hf_view_at(p->view, i)->name;
-        bool known = strcmp(name, "model.embed_tokens.weight") == 0 ||
-                     strcmp(name, "model.norm.weight") == 0 ||
-                     strcmp(name, "lm_head.weight") == 0;
-        long long layer;
-        int at = 0;
-        if (!known && sscanf(name, "model.layers.%lld.%n", &layer, &at) == 1 && at > 0 &&
-            layer >= 0 && layer < p->hp.n_layer) {
-            for (size_t k = 0; !known && k < sizeof BLOCK_TENSORS / sizeof BLOCK_TENSORS[0]; k++) {
-                known = strcmp(name + at, BLOCK_TENSORS[k]) == 0;
-            }
-        }
-        if (!known) {
-            return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, name, -1,
-                              "tensor \"%s\" is not part of the decoder layout the coreml backend "
-                              "writes (embedding, attention, MLP, norms, head)", name);
-        }
+/* What a checkpoint tensor is to the program. */
+typedef enum cm_role {
+    CM_UNKNOWN, /* no place in the program: the model is refused rather than silently cut */
+    CM_WRITTEN,
+    CM_LEFT_OUT, /* known, and not part of the output (a task head, the pooler) */
+} cm_role;
+
+/* Whether name is "<prefix>layers.<L>.<one of suffixes>" for a layer of the model. */
+static bool is_block_tensor(const char *name, const char *prefix, int64_t n_layer,
+                            const char *const *suffixes, size_t n_suffixes) {
+    const size_t lp = strlen(prefix);
+    long long layer;
+    int at = 0;
+    if (strncmp(name, prefix, lp) != 0 || sscanf(name + lp, "%lld.%n", &layer, &at) != 1 ||
+        at == 0 || layer < 0 || layer >= n_layer) {
+        return false;
     }
-    return QW_OK;
+    for (size_t k = 0; k < n_suffixes; k++) {
+        if (strcmp(name + lp + at, suffixes[k]) == 0) return true;
+    }
+    return false;
 }
+
+static cm_role decoder_role(const cm_plan *p, const char *name) {
+    const bool known = strcmp(name, "model.embed_tokens.weight") == 0 ||
+                       strcmp(name, "model.norm.weight") == 0 ||
+                       strcmp(name, "lm_head.weight") == 0 ||
+                       is_block_tensor(name, "model.layers.", p->hp.n_layer, BLOCK_TENSORS,
+                                       sizeof BLOCK_TENSORS / sizeof BLOCK_TENSORS[0]);
+    return known ? CM_WRITTEN : CM_UNKNOWN;
+}
+
+static qw_status check_tensors(const cm_plan *p, qw_error *err);
 
 static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
     const qw_hparams *hp = &p->hp;
@@ -259,6 +285,169 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
     p->hp.n_head_kv = n_kv;
     p->rms_eps = hp->has_rms_eps ? hp->rms_eps : 1e-6;
     p->rope_theta = hp->has_rope_theta ? hp->rope_theta : 10000.0;
+    if (!qw_hf_view_find(p->view, "model.embed_tokens.weight")) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "model.embed_tokens.weight", -1,
+                          "the model has no tensor \"model.embed_tokens.weight\"");
+    }
+    p->tied = !qw_hf_view_find(p->view, "lm_head.weight");
+    return QW_OK;
+}
+
+/* ---- encoders (BERT) ------------------------------------------------------------------------ */
+
+static const char *const ENCODER_TENSORS[] = {
+    "embeddings.word_embeddings.weight",       "embeddings.position_embeddings.weight",
+    "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight",
+    "embeddings.LayerNorm.bias",
+};
+static const char *const ENCODER_BLOCK_TENSORS[] = {
+    "attention.self.query.weight",           "attention.self.query.bias",
+    "attention.self.key.weight",             "attention.self.key.bias",
+    "attention.self.value.weight",           "attention.self.value.bias",
+    "attention.output.dense.weight",         "attention.output.dense.bias",
+    "attention.output.LayerNorm.weight",     "attention.output.LayerNorm.bias",
+    "intermediate.dense.weight",             "intermediate.dense.bias",
+    "output.dense.weight",                   "output.dense.bias",
+    "output.LayerNorm.weight",               "output.LayerNorm.bias",
+};
+/* Known, and not part of last_hidden_state: the pooler (pooler_output), the buffer of position
+ * ids older exports saved, and the task heads' tensors (the architecture row's skip list). */
+static const char *const ENCODER_LEFT_OUT[] = {"pooler.", "embeddings.position_ids"};
+
+static cm_role encoder_role(const cm_plan *p, const char *name) {
+    const size_t lp = strlen(p->prefix);
+    if (strncmp(name, p->prefix, lp) != 0) {
+        return qw_arch_is_skipped_module(qw_arch_find("bert"), name) ? CM_LEFT_OUT : CM_UNKNOWN;
+    }
+    const char *rest = name + lp;
+    for (size_t k = 0; k < sizeof ENCODER_TENSORS / sizeof ENCODER_TENSORS[0]; k++) {
+        if (strcmp(rest, ENCODER_TENSORS[k]) == 0) return CM_WRITTEN;
+    }
+    if (is_block_tensor(rest, "encoder.layer.", p->hp.n_layer, ENCODER_BLOCK_TENSORS,
+                        sizeof ENCODER_BLOCK_TENSORS / sizeof ENCODER_BLOCK_TENSORS[0])) {
+        return CM_WRITTEN;
+    }
+    for (size_t k = 0; k < sizeof ENCODER_LEFT_OUT / sizeof ENCODER_LEFT_OUT[0]; k++) {
+        if (strncmp(rest, ENCODER_LEFT_OUT[k], strlen(ENCODER_LEFT_OUT[k])) == 0) {
+            return CM_LEFT_OUT;
+        }
+    }
+    return CM_UNKNOWN;
+}
+
+/* config.json hidden_act -> the MIL op (and gelu's mode) that computes it as transformers does */
+static const struct {
+    const char *hidden_act, *op, *gelu_mode;
+} ENCODER_ACTIVATIONS[] = {
+    {"gelu", "gelu", "EXACT"},
+    {"gelu_new", "gelu", "TANH_APPROXIMATION"},
+    {"gelu_pytorch_tanh", "gelu", "TANH_APPROXIMATION"},
+    {"relu", "relu", NULL},
+};
+
+static qw_status check_encoder_config(cm_plan *p, const json_t *config, qw_error *err) {
+    const qw_hparams *hp = &p->hp;
+    const char *act = "gelu", *pos_type = NULL;
+    bool is_decoder = false;
+    QW_TRY(qw_json_get_string(config, "hidden_act", "config.json", &act, NULL, err));
+    QW_TRY(qw_json_get_string(config, "position_embedding_type", "config.json", &pos_type, NULL,
+                              err));
+    QW_TRY(qw_json_get_bool(config, "is_decoder", "config.json", &is_decoder, NULL, err));
+    for (size_t i = 0; i < sizeof ENCODER_ACTIVATIONS / sizeof ENCODER_ACTIVATIONS[0]; i++) {
+        if (strcmp(act, ENCODER_ACTIVATIONS[i].hidden_act) == 0) {
+            p->activation = ENCODER_ACTIVATIONS[i].op;
+            p->gelu_mode = ENCODER_ACTIVATIONS[i].gelu_mode;
+        }
+    }
+    if (!p->activation) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "hidden_act", -1,
+                          "config.json: hidden_act \"%s\" is not supported by the coreml "
+                          "backend's encoder (gelu, gelu_new, gelu_pytorch_tanh and relu are)",
+                          act);
+    }
+    if (pos_type && strcmp(pos_type, "absolute") != 0) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "position_embedding_type", -1,
+                          "config.json: position_embedding_type \"%s\" is not supported by the "
+                          "coreml backend (absolute is)", pos_type);
+    }
+    if (is_decoder) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "is_decoder", -1,
+                          "config.json: is_decoder is true; the coreml backend writes BERT "
+                          "models as bidirectional encoders");
+    }
+    if (hp->n_embd % hp->n_head != 0 || hp->n_ff < 1 || hp->n_ctx < 1) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "config.json", -1,
+                          "config.json: the encoder's shape (hidden size a multiple of the heads, "
+                          "intermediate_size, max_position_embeddings) is incomplete");
+    }
+    if (p->settings.seq_length > hp->n_ctx && !p->settings.length_given) {
+        /* the default length is longer than a small model's positions: the model's limit is
+         * the useful default there */
+        p->settings.seq_length = hp->n_ctx;
+        if (p->settings.default_len > hp->n_ctx) p->settings.default_len = hp->n_ctx;
+    }
+    if (p->settings.seq_length > hp->n_ctx) {
+        return qw_fail_at(err, QW_ERR_BAD_OPTION, "seq_length", -1,
+                          "seq_length %lld is longer than the model's %lld position embeddings "
+                          "(max_position_embeddings)", (long long)p->settings.seq_length,
+                          (long long)hp->n_ctx);
+    }
+    p->head_dim = hp->n_embd / hp->n_head;
+    p->norm_eps = hp->has_norm_eps ? hp->norm_eps : 1e-12; /* BertConfig's default */
+    p->prefix = qw_hf_view_find(p->view, "bert.embeddings.word_embeddings.weight") ? "bert." : "";
+    return QW_OK;
+}
+
+/* ---- families ------------------------------------------------------------------------------- */
+
+static void build_program(cm_build *b, qw_reporter *r);
+static void build_encoder(cm_build *b, qw_reporter *r);
+static qw_status coreml_check_model(const qw_model *m, qw_error *err);
+
+/* One row per kind of program: the architectures it serves, how their config and tensors are
+ * checked, the graph, and the output it gives. */
+struct cm_family {
+    const char *const *archs;
+    const char *layout; /* for messages: what the program is made of */
+    qw_status (*check_config)(cm_plan *p, const json_t *config, qw_error *err);
+    cm_role (*role)(const cm_plan *p, const char *name);
+    void (*build)(cm_build *b, qw_reporter *r);
+    const char *output, *output_doc;
+};
+
+static const char *const DECODER_ARCHS[] = {"llama", "qwen2", "qwen3", NULL};
+static const char *const ENCODER_ARCHS[] = {"bert", NULL};
+
+static const cm_family FAMILIES[] = {
+    {DECODER_ARCHS, "the decoder layout the coreml backend writes (embedding, attention, MLP, "
+     "norms, head)", check_config, decoder_role, build_program, "logits",
+     "Next-token logits [batch, sequence, vocabulary]"},
+    {ENCODER_ARCHS, "the BERT encoder layout the coreml backend writes (embeddings, attention, "
+     "feed-forward, LayerNorms; pooler and task heads left out)", check_encoder_config,
+     encoder_role, build_encoder, "last_hidden_state",
+     "The encoder's last hidden states [batch, sequence, hidden]"},
+};
+
+static const cm_family *family_of(const qw_model *m) {
+    const char *arch = m->arch ? m->arch->name : m->arch_name;
+    for (size_t i = 0; arch && i < sizeof FAMILIES / sizeof FAMILIES[0]; i++) {
+        for (const char *const *a = FAMILIES[i].archs; *a; a++) {
+            if (strcmp(arch, *a) == 0) return &FAMILIES[i];
+        }
+    }
+    return NULL;
+}
+
+/* Every tensor must have a place in the program, or be a known part the output does not use:
+ * anything else is refused rather than silently dropped. */
+static qw_status check_tensors(const cm_plan *p, qw_error *err) {
+    for (size_t i = 0; i < qw_hf_view_count(p->view); i++) {
+        const char *name = qw_hf_view_at(p->view, i)->name;
+        if (p->family->role(p, name) == CM_UNKNOWN) {
+            return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, name, -1,
+                              "tensor \"%s\" is not part of %s", name, p->family->layout);
+        }
+    }
     return QW_OK;
 }
 
@@ -285,7 +474,9 @@ static qw_status coreml_plan_build(const qw_run_context *ctx, const char *format
     const json_t *config;
     QW_TRY(qw_hf_view_config(p->view, &config, err));
     QW_TRY(qw_hparams_from_config(config, "config.json", &p->hp, err));
-    QW_TRY(check_config(p, config, err));
+    p->family = family_of(ctx->model);
+    if (!p->family) return coreml_check_model(ctx->model, err);
+    QW_TRY(p->family->check_config(p, config, err));
     QW_TRY(check_tensors(p, err));
     if (p->hp.has_sliding_window && p->hp.sliding_window > 0 &&
         p->hp.sliding_window < p->settings.seq_length) {
@@ -294,14 +485,14 @@ static qw_status coreml_plan_build(const qw_run_context *ctx, const char *format
                "tokens is not applied, so sequences longer than it differ from transformers",
                (long long)p->hp.sliding_window);
     }
-    if (!qw_hf_view_find(p->view, "model.embed_tokens.weight")) {
-        return qw_fail_at(err, QW_ERR_CORRUPT, "model.embed_tokens.weight", -1,
-                          "the model has no tensor \"model.embed_tokens.weight\"");
-    }
-    p->tied = !qw_hf_view_find(p->view, "lm_head.weight");
     uint64_t total = 0;
+    size_t n_left_out = 0;
     for (size_t i = 0; i < qw_hf_view_count(p->view); i++) {
         const qw_hf_tensor *t = qw_hf_view_at(p->view, i);
+        if (p->family->role(p, t->name) == CM_LEFT_OUT) {
+            n_left_out++;
+            continue;
+        }
         const bool c = compressed(p, t);
         qw_plan_tensor pt = {0};
         pt.name = t->name;
@@ -323,6 +514,11 @@ static qw_status coreml_plan_build(const qw_run_context *ctx, const char *format
         total += pt.bytes;
         QW_TRY(qw_plan_push(plan, &pt, err));
     }
+    if (n_left_out > 0) {
+        qw_log(ctx->reporter, QW_LOG_INFO,
+               "%zu tensor(s) not part of the %s output are left out (pooler, task heads)",
+               n_left_out, p->family->output);
+    }
     char fmt[32];
     snprintf(fmt, sizeof fmt, "%s", p->format);
     for (char *c = fmt; *c; c++) {
@@ -341,7 +537,7 @@ static qw_status coreml_plan_build(const qw_run_context *ctx, const char *format
 
 typedef qw_mil_var mv;
 
-typedef struct cm_build {
+struct cm_build {
     const cm_plan *p;
     qw_mil *m;
     qw_blob_writer *blobs;
@@ -351,7 +547,7 @@ typedef struct cm_build {
     size_t chunk;     /* elements the buffers hold */
     uint64_t n_compressed, n_params;
     qw_pool *pool; /* may be NULL */
-} cm_build;
+};
 
 static bool ok(const cm_build *b) { return qw_mil_status(b->m, NULL) == QW_OK; }
 
@@ -1152,6 +1348,228 @@ static void build_program(cm_build *b, qw_reporter *r) {
     qw_mil_output(b->m, logits);
 }
 
+/* ---- the encoder program (BERT) ------------------------------------------------------------- */
+
+/* LayerNorm over the last axis in float32, as transformers computes it in a float32 model (the
+ * variance of fp16 activations would lose most of its bits), the result back in fp16 scaled and
+ * shifted by the weight and bias. */
+static mv layer_norm(cm_build *b, const char *pre, mv x, mv gamma, mv beta) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    char n1[160];
+    join(n1, sizeof n1, pre, "_x32");
+    mv xf = cast(b, n1, x, "fp32");
+    const int32_t last = -1;
+    mv mean_t = xf;
+    mean_t.dims[xf.rank - 1] = 1;
+    mv moments[2];
+    mv centered = {0};
+    for (int k = 0; k < 2; k++) {
+        join(n1, sizeof n1, pre, k ? "_var_axes" : "_mean_axes");
+        mv axes = qw_mil_const_i32(b->m, n1, &last, 1, 1);
+        join(n1, sizeof n1, pre, k ? "_var_keep_dims" : "_mean_keep_dims");
+        mv keep = qw_mil_const_bool(b->m, n1, true);
+        mv in = xf;
+        if (k) {
+            join(n1, sizeof n1, pre, "_sq");
+            in = binary(b, "mul", n1, centered, centered);
+        }
+        join(n1, sizeof n1, pre, k ? "_var" : "_mean");
+        moments[k] = qw_mil_op(b->m, "reduce_mean", n1,
+                               ARGS(A("x", in), A("axes", axes), A("keep_dims", keep)), mean_t);
+        if (!k) {
+            join(n1, sizeof n1, pre, "_centered");
+            centered = binary(b, "sub", n1, xf, moments[0]);
+        }
+    }
+    join(n1, sizeof n1, pre, "_eps");
+    mv eps = qw_mil_const_f32(b->m, n1, (float)b->p->norm_eps);
+    join(n1, sizeof n1, pre, "_rsqrt");
+    mv r = qw_mil_op(b->m, "rsqrt", n1, ARGS(A("x", moments[1]), A("epsilon", eps)), mean_t);
+    join(n1, sizeof n1, pre, "_normed");
+    mv y = binary(b, "mul", n1, centered, r);
+    join(n1, sizeof n1, pre, "_x16");
+    mv yh = cast(b, n1, y, "fp16");
+    join(n1, sizeof n1, pre, "_scaled");
+    mv scaled = binary(b, "mul", n1, yh, gamma);
+    return binary(b, "add", pre, scaled, beta);
+}
+
+/* The encoder's tensor "<prefix><fmt>" (prefix: "bert." in the task models' checkpoints) as a
+ * const named mil_name. */
+static mv encoder_weight(cm_build *b, const char *mil_name, const char *fmt, ...)
+    QW_PRINTF(3, 4);
+static mv encoder_weight(cm_build *b, const char *mil_name, const char *fmt, ...) {
+    char rest[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rest, sizeof rest, fmt, ap);
+    va_end(ap);
+    const qw_hf_tensor *t = tensor(b, true, "%s%s", b->p->prefix, rest);
+    return t ? weight(b, t, mil_name) : (mv){0};
+}
+
+/* "<module>.weight" and "<module>.bias" of layer `layer` applied as one linear */
+static mv encoder_linear(cm_build *b, const char *pre, mv x, long long layer, const char *module) {
+    char n1[160];
+    join(n1, sizeof n1, pre, "_weight");
+    mv w = encoder_weight(b, n1, "encoder.layer.%lld.%s.weight", layer, module);
+    join(n1, sizeof n1, pre, "_bias");
+    mv bias = encoder_weight(b, n1, "encoder.layer.%lld.%s.bias", layer, module);
+    return linear(b, pre, x, w, &bias);
+}
+
+static mv encoder_layer_norm(cm_build *b, const char *pre, mv x, long long layer,
+                             const char *module) {
+    char n1[160];
+    join(n1, sizeof n1, pre, "_weight");
+    mv g = encoder_weight(b, n1, "encoder.layer.%lld.%s.weight", layer, module);
+    join(n1, sizeof n1, pre, "_bias");
+    mv beta = encoder_weight(b, n1, "encoder.layer.%lld.%s.bias", layer, module);
+    return layer_norm(b, pre, x, g, beta);
+}
+
+/* [B, S, H] -> [B, heads, S, head_dim] */
+static mv split_heads(cm_build *b, const char *pre, mv y) {
+    char n1[160];
+    const int32_t shape[4] = {(int32_t)b->p->settings.batch, -1, (int32_t)b->p->hp.n_head,
+                              (int32_t)b->p->head_dim};
+    join(n1, sizeof n1, pre, "_heads");
+    mv r = reshape(b, n1, y, shape, 4);
+    r.dims[1] = QW_MIL_DYN;
+    join(n1, sizeof n1, pre, "_t");
+    return transpose(b, n1, r, (const int32_t[]){0, 2, 1, 3});
+}
+
+/* One BertLayer: self-attention over every unmasked token, residual and LayerNorm after each
+ * sublayer (post-norm), feed-forward with the configured activation. */
+static mv encoder_block(cm_build *b, long long layer, mv x, mv bias) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    const cm_plan *p = b->p;
+    char pre[64], n1[160];
+    snprintf(pre, sizeof pre, "layer_%lld", layer);
+    static const char *const QKV[] = {"query", "key", "value"};
+    mv heads[3];
+    for (int i = 0; i < 3; i++) {
+        char module[64];
+        snprintf(module, sizeof module, "attention.self.%s", QKV[i]);
+        char sub[96];
+        snprintf(sub, sizeof sub, "%s_%s", pre, QKV[i]);
+        heads[i] = split_heads(b, sub, encoder_linear(b, sub, x, layer, module));
+    }
+    join(n1, sizeof n1, pre, "_q_scale");
+    mv scale = qw_mil_const_f16(b->m, n1, (float)(1.0 / sqrt((double)p->head_dim)));
+    join(n1, sizeof n1, pre, "_q_scaled");
+    mv qs = binary(b, "mul", n1, heads[0], scale);
+    join(n1, sizeof n1, pre, "_scores");
+    mv sc = matmul(b, n1, qs, heads[1], true);
+    sc.dims[3] = QW_MIL_DYN;
+    join(n1, sizeof n1, pre, "_scores_masked");
+    mv sm = binary(b, "add", n1, sc, bias);
+    join(n1, sizeof n1, pre, "_softmax_axis");
+    mv axis = qw_mil_const_i32(b->m, n1, (const int32_t[]){-1}, 1, 0);
+    join(n1, sizeof n1, pre, "_probs");
+    mv pr = qw_mil_op(b->m, "softmax", n1, ARGS(A("x", sm), A("axis", axis)), sm);
+    join(n1, sizeof n1, pre, "_context");
+    mv o = matmul(b, n1, pr, heads[2], false);
+    join(n1, sizeof n1, pre, "_context_t");
+    mv ot = transpose(b, n1, o, (const int32_t[]){0, 2, 1, 3});
+    join(n1, sizeof n1, pre, "_context_flat");
+    const int32_t flat[3] = {(int32_t)p->settings.batch, -1, (int32_t)p->hp.n_embd};
+    mv of = reshape(b, n1, ot, flat, 3);
+    join(n1, sizeof n1, pre, "_attn_out");
+    mv attn = encoder_linear(b, n1, of, layer, "attention.output.dense");
+    join(n1, sizeof n1, pre, "_attn_residual");
+    mv r1 = binary(b, "add", n1, attn, x);
+    join(n1, sizeof n1, pre, "_attn_norm");
+    x = encoder_layer_norm(b, n1, r1, layer, "attention.output.LayerNorm");
+
+    join(n1, sizeof n1, pre, "_intermediate");
+    mv up = encoder_linear(b, n1, x, layer, "intermediate.dense");
+    join(n1, sizeof n1, pre, "_act");
+    mv act;
+    if (p->gelu_mode) {
+        char key[160];
+        join(key, sizeof key, n1, "_mode");
+        mv mode = qw_mil_const_str(b->m, key, p->gelu_mode);
+        act = qw_mil_op(b->m, "gelu", n1, ARGS(A("x", up), A("mode", mode)), up);
+    } else {
+        act = unary(b, p->activation, n1, up);
+    }
+    join(n1, sizeof n1, pre, "_output");
+    mv down = encoder_linear(b, n1, act, layer, "output.dense");
+    join(n1, sizeof n1, pre, "_output_residual");
+    mv r2 = binary(b, "add", n1, down, x);
+    join(n1, sizeof n1, pre, "_output_norm");
+    return encoder_layer_norm(b, n1, r2, layer, "output.LayerNorm");
+}
+
+/* BertModel's last_hidden_state: word + position + token-type embeddings (positions 0..S-1 and
+ * type 0, what transformers uses when given neither), LayerNorm, the layers; padding keys are
+ * masked out of every query's attention. */
+static void build_encoder(cm_build *b, qw_reporter *r) {
+    const cm_plan *p = b->p;
+    const int64_t in_dims[2] = {p->settings.batch, QW_MIL_DYN};
+    mv ids = qw_mil_input(b->m, "input_ids", QW_MIL_INT32, 2, in_dims);
+    mv am = qw_mil_input(b->m, "attention_mask", QW_MIL_INT32, 2, in_dims);
+    mv zero = qw_mil_const_i32(b->m, "zero_i32", (const int32_t[]){0}, 1, 0);
+    mv one = qw_mil_const_i32(b->m, "one_i32", (const int32_t[]){1}, 1, 0);
+    mv zeros = binary(b, "mul", "ids_zeros", ids, zero);
+    mv ones = binary(b, "add", "ids_ones", zeros, one);
+    mv cax = qw_mil_const_i32(b->m, "positions_axis", (const int32_t[]){1}, 1, 0);
+    mv excl = qw_mil_const_bool(b->m, "positions_exclusive", true);
+    mv rev = qw_mil_const_bool(b->m, "positions_reverse", false);
+    mv pos = qw_mil_op(b->m, "cumsum", "positions",
+                       ARGS(A("x", ones), A("axis", cax), A("exclusive", excl), A("reverse", rev)),
+                       ones);
+    static const struct {
+        const char *tensor, *mil;
+    } EMBEDDINGS[] = {
+        {"embeddings.word_embeddings.weight", "word_embeddings"},
+        {"embeddings.position_embeddings.weight", "position_embeddings"},
+        {"embeddings.token_type_embeddings.weight", "token_type_embeddings"},
+    };
+    const mv indices[3] = {ids, pos, zeros};
+    const int64_t xd[3] = {p->settings.batch, QW_MIL_DYN, p->hp.n_embd};
+    mv x = {0};
+    for (int i = 0; i < 3; i++) {
+        char n1[160];
+        join(n1, sizeof n1, EMBEDDINGS[i].mil, "_weight");
+        mv table = encoder_weight(b, n1, "%s", EMBEDDINGS[i].tensor);
+        join(n1, sizeof n1, EMBEDDINGS[i].mil, "_axis");
+        mv axis0 = qw_mil_const_i32(b->m, n1, (const int32_t[]){0}, 1, 0);
+        join(n1, sizeof n1, EMBEDDINGS[i].mil, "_batch_dims");
+        mv bd0 = qw_mil_const_i32(b->m, n1, (const int32_t[]){0}, 1, 0);
+        mv e = qw_mil_op(b->m, "gather", EMBEDDINGS[i].mil,
+                         ARGS(A("x", table), A("indices", indices[i]), A("axis", axis0),
+                              A("batch_dims", bd0)),
+                         qw_mil_type(QW_MIL_FP16, 3, xd));
+        join(n1, sizeof n1, EMBEDDINGS[i].mil, "_sum");
+        x = i == 0 ? e : binary(b, "add", n1, x, e);
+    }
+    mv g = encoder_weight(b, "embeddings_norm_weight", "embeddings.LayerNorm.weight");
+    mv beta = encoder_weight(b, "embeddings_norm_bias", "embeddings.LayerNorm.bias");
+    x = layer_norm(b, "embeddings_norm", x, g, beta);
+    /* key j is blocked for every query when attention_mask[j] == 0: [B, 1, 1, S] */
+    mv amj = expand_dims(b, "key_mask", am, 1);
+    mv padded = binary(b, "equal", "padded_keys", amj, zero);
+    mv padded16 = cast(b, "padded_keys_fp16", padded, "fp16");
+    mv neg = qw_mil_const_f16(b->m, "mask_value", MASK_VALUE);
+    mv bias3 = binary(b, "mul", "mask_bias", padded16, neg);
+    mv bias = expand_dims(b, "attention_bias", bias3, 1);
+    for (long long layer = 0; ok(b) && layer < p->hp.n_layer; layer++) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "layer %lld/%lld", layer + 1, (long long)p->hp.n_layer);
+        qw_error e = {0};
+        qw_status st = qw_progress(r, 2 + (int)(90 * layer / p->hp.n_layer), "converting", msg, &e);
+        if (st != QW_OK) {
+            fail(b, &e, st);
+            return;
+        }
+        x = encoder_block(b, layer, x, bias);
+    }
+    qw_mil_output(b->m, cast(b, "last_hidden_state", x, "fp32"));
+}
+
 /* ---- execution ------------------------------------------------------------------------------ */
 
 /* An earlier output is replaced only if it is a package (it has a Manifest.json). */
@@ -1191,7 +1609,7 @@ static qw_status execute_into(const qw_run_context *ctx, cm_plan *p, const char 
     qw_free(blob_path);
     QW_TRY(st);
     QW_TRY(qw_mil_create(b->blobs, &b->m, err));
-    build_program(b, ctx->reporter);
+    p->family->build(b, ctx->reporter);
     QW_TRY(qw_mil_status(b->m, err));
     qw_blob_writer *w = b->blobs;
     b->blobs = NULL;
@@ -1206,8 +1624,7 @@ static qw_status execute_into(const qw_run_context *ctx, cm_plan *p, const char 
          {batch, p->settings.default_len}, true, {batch, 1}, {batch, p->settings.seq_length}},
     };
     qw_mil_feature outputs[1] = {
-        {"logits", "Next-token logits [batch, sequence, vocabulary]", QW_ARRAY_FLOAT32, 0, {0},
-         false, {0}, {0}},
+        {p->family->output, p->family->output_doc, QW_ARRAY_FLOAT32, 0, {0}, false, {0}, {0}},
     };
     const char *const meta[] = {
         "qwodel.version",         QW_VERSION,
@@ -1289,14 +1706,11 @@ static qw_status coreml_execute(const qw_run_context *ctx, const qw_plan *plan,
 }
 
 static qw_status coreml_check_model(const qw_model *m, qw_error *err) {
-    static const char *const FAMILIES[] = {"llama", "qwen2", "qwen3"};
+    if (family_of(m)) return QW_OK;
     const char *arch = m->arch ? m->arch->name : m->arch_name;
-    for (size_t i = 0; arch && i < sizeof FAMILIES / sizeof FAMILIES[0]; i++) {
-        if (strcmp(arch, FAMILIES[i]) == 0) return QW_OK;
-    }
     return qw_fail_at(err, QW_ERR_UNSUPPORTED_ARCH, "architecture", -1,
                       "%s: the coreml backend does not write architecture \"%s\" yet (it writes "
-                      "llama, mistral, qwen2 and qwen3 models)",
+                      "llama, mistral, qwen2 and qwen3 causal LMs and BERT encoders)",
                       m->path, arch ? arch : "?");
 }
 

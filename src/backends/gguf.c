@@ -1118,6 +1118,13 @@ static qw_status gguf_check_model(const qw_model *m, qw_error *err) {
     if (m->kind == QW_SOURCE_HF_DIR && !m->arch) {
         return qw_fail(err, QW_ERR_UNSUPPORTED_ARCH, "%s: unsupported architecture", m->path);
     }
+    /* llama.cpp's encoder graphs want their own metadata (pooling, token types) and a WordPiece
+     * tokenizer in its form, which this backend does not write */
+    if (m->kind == QW_SOURCE_HF_DIR && m->arch->is_encoder) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_ARCH, "architecture", -1,
+                          "%s: the gguf backend does not write %s encoder models yet (the coreml "
+                          "backend does)", m->path, m->arch->name);
+    }
     return QW_OK;
 }
 

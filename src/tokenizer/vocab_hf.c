@@ -641,6 +641,78 @@ static qw_status find_row(const hf_load *h, bool byte_fallback, bool ignore_merg
                       ignore_merges ? "true" : "false");
 }
 
+/*
+ * A WordPiece vocabulary (BERT and its relatives) in the form llama.cpp's converter gives it,
+ * tokenizer.ggml.model "bert": a word-initial piece gets the SentencePiece space mark in front,
+ * a continuation loses its "##" prefix, and bracketed names ("[CLS]") and added tokens stay as
+ * they are. There are no scores and no merges; model.unk_token is the unknown token.
+ */
+static qw_status read_wordpiece(qw_vocab *v, hf_load *h, const json_t *root, const json_t *model,
+                                uint32_t n_rows, qw_error *err) {
+    const char *path = h->path;
+    const json_t *vocab = json_object_get(model, "vocab");
+    if (!json_is_object(vocab)) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "model.vocab", -1,
+                          "%s: key \"model.vocab\" is missing or not an object", path);
+    }
+    const json_t *added = json_object_get(root, "added_tokens");
+    if (added && !json_is_null(added) && !json_is_array(added)) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "added_tokens", -1,
+                          "%s: key \"added_tokens\" must be an array", path);
+    }
+    const json_t *prefix_v = json_object_get(model, "continuing_subword_prefix");
+    if (prefix_v && !json_is_null(prefix_v) &&
+        (!json_is_string(prefix_v) || strcmp(json_string_value(prefix_v), "##") != 0)) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "model.continuing_subword_prefix", -1,
+                          "%s: WordPiece continuing_subword_prefix must be \"##\", as llama.cpp's "
+                          "bert tokenizer assumes", path);
+    }
+    const json_t *unk_v = json_object_get(model, "unk_token");
+    if (unk_v && !json_is_null(unk_v) && !json_is_string(unk_v)) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "model.unk_token", -1,
+                          "%s: key \"model.unk_token\" must be a string", path);
+    }
+    int64_t max_id;
+    QW_TRY(scan_ids(h, vocab, added, &max_id, err));
+    if (max_id < 0) return qw_fail(err, QW_ERR_CORRUPT, "%s: the vocabulary is empty", path);
+    if ((uint64_t)max_id >= n_rows) {
+        return qw_fail(err, QW_ERR_CORRUPT,
+                       "%s: token id %lld does not fit the model's %u embedding rows", path,
+                       (long long)max_id, n_rows);
+    }
+    QW_TRY(qw_vocab_alloc_rows(v, n_rows, false, path, err));
+    h->in_vocab = qw_calloc(n_rows, 1);
+    h->added = qw_calloc(n_rows, 1);
+    if (!h->in_vocab || !h->added) return qw_fail(err, QW_ERR_NO_MEMORY, "%s: out of memory", path);
+    QW_TRY(fill_vocab(v, h, vocab, err));
+    QW_TRY(fill_added(v, h, added, err));
+    const char *unk = json_string_value(unk_v);
+    for (uint32_t i = 0; i < v->n_tokens; i++) {
+        if (!h->in_vocab[i] && !h->added[i]) continue; /* padding rows keep their [PAD<id>] */
+        char *t = v->tokens[i];
+        const size_t len = strlen(t);
+        if (unk && strcmp(t, unk) == 0) {
+            v->types[i] = QW_TOKEN_UNKNOWN;
+        } else if (h->added[i] == 2 || (len >= 2 && t[0] == '[' && t[len - 1] == ']')) {
+            v->types[i] = h->added[i] ? QW_TOKEN_CONTROL : QW_TOKEN_NORMAL;
+        } else if (h->added[i]) {
+            v->types[i] = QW_TOKEN_USER_DEFINED;
+        } else if (len > 2 && t[0] == '#' && t[1] == '#') {
+            memmove(t, t + 2, len - 1); /* "##ing" -> "ing" */
+        } else {
+            char *marked = qw_sprintf(SPACE_MARK "%s", t);
+            if (!marked) return qw_fail(err, QW_ERR_NO_MEMORY, "%s: out of memory", path);
+            qw_free(t);
+            v->tokens[i] = marked;
+        }
+    }
+    v->model = qw_strdup("bert");
+    v->pre = qw_strdup("default");
+    if (!v->model || !v->pre) return qw_fail(err, QW_ERR_NO_MEMORY, "%s: out of memory", path);
+    v->add_space_prefix = -1;
+    return QW_OK;
+}
+
 static qw_status read_json(qw_vocab *v, hf_load *h, const json_t *root, uint32_t n_rows,
                            qw_error *err) {
     const char *path = h->path;
@@ -658,11 +730,14 @@ static qw_status read_json(qw_vocab *v, hf_load *h, const json_t *root, uint32_t
         return qw_fail_at(err, QW_ERR_CORRUPT, "model.type", -1,
                           "%s: key \"model.type\" must be a string", path);
     }
+    if (type && strcmp(json_string_value(type), "WordPiece") == 0) {
+        return read_wordpiece(v, h, root, model, n_rows, err);
+    }
     /* Files from before "type" was serialized are BPE when they have merges. */
     if (type ? strcmp(json_string_value(type), "BPE") != 0 : !merges) {
         return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "model.type", -1,
-                          "%s: model type \"%s\" is not supported (only BPE vocabularies)", path,
-                          type ? json_string_value(type) : "(none)");
+                          "%s: model type \"%s\" is not supported (BPE and WordPiece "
+                          "vocabularies are)", path, type ? json_string_value(type) : "(none)");
     }
     const json_t *vocab = json_object_get(model, "vocab");
     if (!json_is_object(vocab)) {

@@ -1430,3 +1430,102 @@ def make_gemma3_multimodal_checkpoint(out_dir, *, layout="old", dtype="bf16", hi
     tensors[mmp + "mm_soft_emb_norm.weight"] = _gaussian(seed, "mmn", (vision["hidden"],), std=0.1)
     write_safetensors(out / "model.safetensors", dict(sorted(tensors.items())), st_dtype)
     return out
+
+
+# --------------------------------------------------------------------------- BERT encoders
+
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def bert_tokenizer_json() -> str:
+    """A small BERT-style tokenizer.json, made with the `tokenizers` library: WordPiece trained on
+    a few sentences ("##" continuations), BERT's normalizer (lowercase, accents stripped),
+    pre-tokenizer and [CLS] ... [SEP] template, the five special tokens first."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, \
+        trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=600, special_tokens=list(BERT_SPECIALS),
+                                        show_progress=False)
+    tok.train_from_iterator(list(_GEMMA_CORPUS) * 4, trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.decoder = decoders.WordPiece()
+    return tok.to_str(pretty=True)
+
+
+def make_bert_checkpoint(out_dir, *, hidden=64, layers=2, heads=4, intermediate=None,
+                         dtype="bf16", hidden_act="gelu", max_positions=128, type_vocab=2,
+                         head="", seed=0, config_overrides=None) -> Path:
+    """A BERT encoder checkpoint at `out_dir` (one safetensors file) with bert_tokenizer_json().
+
+    head "" writes a BertModel (names without prefix, a pooler); "mlm" a BertForMaskedLM: the
+    encoder under "bert.", no pooler, and the masked-LM head's "cls.predictions.*" tensors.
+    Weights are drawn with a larger spread than BERT's 0.02 initialisation so attention is far from
+    uniform and a masking mistake shows in the outputs."""
+    if head not in ("", "mlm"):
+        raise ValueError(f"unknown head {head!r}; expected '' or 'mlm'")
+    st_dtype = _DTYPE_ALIASES.get(str(dtype).lower(), dtype)
+    intermediate = intermediate or 4 * hidden
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tj = bert_tokenizer_json()
+    vocab_size = len(json.loads(tj)["model"]["vocab"])
+    (out / "tokenizer.json").write_text(tj, encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
+        "mask_token": "[MASK]", "do_lower_case": True, "model_max_length": max_positions,
+        "tokenizer_class": "BertTokenizer"}, indent=2) + "\n", encoding="utf-8")
+    config = {
+        "architectures": ["BertForMaskedLM" if head == "mlm" else "BertModel"],
+        "attention_probs_dropout_prob": 0.1, "classifier_dropout": None,
+        "hidden_act": hidden_act, "hidden_dropout_prob": 0.1, "hidden_size": hidden,
+        "initializer_range": 0.02, "intermediate_size": intermediate, "layer_norm_eps": 1e-12,
+        "max_position_embeddings": max_positions, "model_type": "bert",
+        "num_attention_heads": heads, "num_hidden_layers": layers, "pad_token_id": 0,
+        "position_embedding_type": "absolute", "torch_dtype": _TORCH_DTYPE_NAMES[st_dtype],
+        "transformers_version": _TRANSFORMERS_VERSION, "type_vocab_size": type_vocab,
+        "use_cache": True, "vocab_size": vocab_size,
+    }
+    for k, v in (config_overrides or {}).items():
+        if v is Ellipsis:
+            config.pop(k, None)
+        else:
+            config[k] = v
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    p = "bert." if head == "mlm" else ""
+    t = {}
+
+    def dense(name, rows, cols, std=0.08):
+        t[f"{name}.weight"] = _gaussian(seed, f"{name}.weight", (rows, cols), std)
+        t[f"{name}.bias"] = _gaussian(seed, f"{name}.bias", (rows,), 0.05)
+
+    def layer_norm(name, n):
+        t[f"{name}.weight"] = _norm(seed, f"{name}.weight", n)
+        t[f"{name}.bias"] = _gaussian(seed, f"{name}.bias", (n,), 0.05)
+
+    for name, rows in (("word", vocab_size), ("position", max_positions), ("token_type", type_vocab)):
+        key = f"{p}embeddings.{name}_embeddings.weight"
+        t[key] = _gaussian(seed, key, (rows, hidden), 0.5)
+    layer_norm(f"{p}embeddings.LayerNorm", hidden)
+    for i in range(layers):
+        L = f"{p}encoder.layer.{i}"
+        for part in ("query", "key", "value"):
+            dense(f"{L}.attention.self.{part}", hidden, hidden, 0.25 if part != "value" else 0.08)
+        dense(f"{L}.attention.output.dense", hidden, hidden)
+        layer_norm(f"{L}.attention.output.LayerNorm", hidden)
+        dense(f"{L}.intermediate.dense", intermediate, hidden)
+        dense(f"{L}.output.dense", hidden, intermediate)
+        layer_norm(f"{L}.output.LayerNorm", hidden)
+    if head == "mlm":
+        dense("cls.predictions.transform.dense", hidden, hidden)
+        layer_norm("cls.predictions.transform.LayerNorm", hidden)
+        t["cls.predictions.bias"] = _gaussian(seed, "cls.predictions.bias", (vocab_size,), 0.05)
+    else:
+        dense("pooler.dense", hidden, hidden)
+    write_safetensors(out / "model.safetensors", dict(sorted(t.items())), st_dtype)
+    return out

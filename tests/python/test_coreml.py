@@ -14,6 +14,7 @@ Nothing on Linux can run an ML Program, so a device run is not part of this file
 from __future__ import annotations
 
 import logging
+import math
 import pathlib
 
 import numpy as np
@@ -234,8 +235,18 @@ OPS = {
         np.swapaxes(a["y"], -1, -2) if a["transpose_y"] else a["y"], dtype=np.float32),
     "softmax": lambda a: _softmax(a["x"].astype(np.float32), int(a["axis"])),
     "silu": lambda a: a["x"].astype(np.float32) / (1.0 + np.exp(-a["x"].astype(np.float32))),
+    "sub": lambda a: a["x"].astype(np.float32) - a["y"],
+    "relu": lambda a: np.maximum(a["x"].astype(np.float32), 0.0),
+    "gelu": lambda a: _gelu(a["x"].astype(np.float64), a["mode"]),
     "tile": lambda a: np.tile(a["x"], [int(v) for v in a["reps"]]),
 }
+
+
+def _gelu(x, mode):
+    if mode == "EXACT":
+        return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+    assert mode == "TANH_APPROXIMATION", mode
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
 def _softmax(x, axis):

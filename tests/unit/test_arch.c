@@ -592,7 +592,69 @@ TEST(phi3_longrope) {
     }
 }
 
-RUN_TESTS(TEST_CASE(every_row_is_complete), TEST_CASE(architecture_detection),
+/* BERT: detected from its own classes, the task models' "bert." prefix taken off, their heads
+ * and the pooler dropped, LayerNorm's epsilon read; only encoders are marked as such. */
+TEST(bert_row) {
+    static const char *const classes[] = {"BertModel", "BertForMaskedLM", "BertForPreTraining"};
+    qw_error err;
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "{\"architectures\":[\"%s\"]}", classes[i]);
+        json_t *c = parse(text);
+        const qw_arch *a = NULL;
+        CHECK_OK(qw_arch_from_config(c, "config.json", &a, &err), &err);
+        CHECK(a && strcmp(a->name, "bert") == 0 && a->is_encoder && !a->permute_qk);
+        json_decref(c);
+    }
+    CHECK(strstr(qw_arch_supported_list(), "BertModel") != NULL);
+    for (size_t i = 0; i < qw_arch_count(); i++) {
+        CHECK(qw_arch_at(i)->is_encoder == (strcmp(qw_arch_at(i)->name, "bert") == 0));
+    }
+    json_t *c = parse("{\"model_type\":\"bert\",\"num_hidden_layers\":2,\"hidden_size\":64,"
+                      "\"num_attention_heads\":4,\"intermediate_size\":256,"
+                      "\"max_position_embeddings\":512,\"layer_norm_eps\":1e-12}");
+    qw_hparams hp;
+    CHECK_OK(qw_hparams_from_config(c, "config.json", &hp, &err), &err);
+    CHECK(hp.has_norm_eps && hp.norm_eps == 1e-12 && !hp.has_rms_eps && hp.n_ctx == 512);
+    json_decref(c);
+
+    const qw_arch *bert = qw_arch_find("bert");
+    static const struct {
+        const char *hf, *gguf;
+    } names[] = {
+        {"embeddings.word_embeddings.weight", "token_embd.weight"},
+        {"bert.embeddings.word_embeddings.weight", "token_embd.weight"},
+        {"embeddings.token_type_embeddings.weight", "token_types.weight"},
+        {"embeddings.LayerNorm.bias", "token_embd_norm.bias"},
+        {"encoder.layer.1.attention.self.query.bias", "blk.1.attn_q.bias"},
+        {"bert.encoder.layer.0.attention.output.LayerNorm.weight", "blk.0.attn_output_norm.weight"},
+        {"encoder.layer.1.output.dense.weight", "blk.1.ffn_down.weight"},
+        {"encoder.layer.0.output.LayerNorm.bias", "blk.0.layer_output_norm.bias"},
+    };
+    char out[128];
+    qw_transform t;
+    bool drop;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        CHECK_OK(qw_arch_map_tensor(bert, &hp, names[i].hf, out, sizeof out, &t, &drop, &err),
+                 &err);
+        CHECK(!drop && strcmp(out, names[i].gguf) == 0 && t == QW_TRANSFORM_NONE);
+    }
+    static const char *const dropped[] = {"pooler.dense.weight", "bert.pooler.dense.bias",
+                                          "cls.predictions.transform.dense.weight",
+                                          "cls.seq_relationship.weight"};
+    for (size_t i = 0; i < sizeof dropped / sizeof dropped[0]; i++) {
+        CHECK_OK(qw_arch_map_tensor(bert, &hp, dropped[i], out, sizeof out, &t, &drop, &err),
+                 &err);
+        CHECK(drop);
+    }
+    CHECK(qw_arch_is_skipped_module(bert, "cls.predictions.bias"));
+    CHECK(!qw_arch_is_skipped_module(bert, "embeddings.LayerNorm.weight"));
+    CHECK_EQ_INT(qw_arch_map_tensor(bert, &hp, "encoder.layer.2.output.dense.weight", out,
+                                    sizeof out, &t, &drop, &err),
+                 QW_ERR_UNSUPPORTED_INPUT);
+}
+
+RUN_TESTS(TEST_CASE(every_row_is_complete), TEST_CASE(bert_row), TEST_CASE(architecture_detection),
           TEST_CASE(hyperparameters), TEST_CASE(tensor_names),
           TEST_CASE(permutation_matches_reshape_swap), TEST_CASE(rope_freqs_llama3),
           TEST_CASE(metadata_keys), TEST_CASE(moe_rows),

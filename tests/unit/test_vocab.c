@@ -528,6 +528,43 @@ TEST(test_tiny_bpe_contents) {
     qw_vocab_free(v);
 }
 
+/* WordPiece (BERT) in llama.cpp's "bert" form: word-initial pieces marked with U+2581,
+ * continuations without "##", bracketed and added tokens as they are. */
+TEST(test_wordpiece) {
+    const char *dir = case_dir("wordpiece");
+    write_text(dir, "tokenizer.json",
+               "{\"added_tokens\": [{\"id\": 0, \"content\": \"[PAD]\", \"special\": true},"
+               " {\"id\": 1, \"content\": \"[UNK]\", \"special\": true},"
+               " {\"id\": 2, \"content\": \"[CLS]\", \"special\": true},"
+               " {\"id\": 7, \"content\": \"extra\", \"special\": false}],"
+               " \"normalizer\": {\"type\": \"BertNormalizer\", \"lowercase\": true},"
+               " \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"},"
+               " \"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\","
+               " \"continuing_subword_prefix\": \"##\", \"max_input_chars_per_word\": 100,"
+               " \"vocab\": {\"[PAD]\": 0, \"[UNK]\": 1, \"[CLS]\": 2, \"play\": 3,"
+               " \"##ing\": 4, \"[unused0]\": 5, \"##\": 6, \"extra\": 7}}}");
+    qw_vocab *v = load(dir, NULL, 10);
+    if (!v) return;
+    CHECK_EQ_STR(v->model, "bert");
+    CHECK_EQ_INT(v->n_tokens, 10);
+    CHECK(v->scores == NULL && v->n_merges == 0);
+    CHECK_EQ_STR(v->tokens[0], "[PAD]");
+    CHECK_EQ_INT(v->types[0], QW_TOKEN_CONTROL);
+    CHECK_EQ_INT(v->types[1], QW_TOKEN_UNKNOWN);
+    CHECK_EQ_INT(v->types[2], QW_TOKEN_CONTROL);
+    CHECK_EQ_STR(v->tokens[3], SP "play");
+    CHECK_EQ_STR(v->tokens[4], "ing");
+    CHECK_EQ_INT(v->types[4], QW_TOKEN_NORMAL);
+    CHECK_EQ_STR(v->tokens[5], "[unused0]");
+    CHECK_EQ_INT(v->types[5], QW_TOKEN_NORMAL);
+    CHECK_EQ_STR(v->tokens[6], SP "##"); /* "##" alone is a whole word, not a prefix */
+    CHECK_EQ_STR(v->tokens[7], "extra");
+    CHECK_EQ_INT(v->types[7], QW_TOKEN_USER_DEFINED);
+    CHECK_EQ_STR(v->tokens[9], "[PAD9]");
+    CHECK_EQ_INT(v->types[9], QW_TOKEN_UNUSED);
+    qw_vocab_free(v);
+}
+
 TEST(test_template_post_processor) {
     /* A template ending in a token other than eos makes it eos; the old eos becomes eot. */
     const char *dir = case_dir("template");
@@ -693,7 +730,24 @@ TEST(test_corrupt_tokenizer_json) {
     expect_json_fail("unigram", "{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}",
                      QW_ERR_UNSUPPORTED_INPUT, "Unigram");
     expect_json_fail("wordpiece", "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}",
-                     QW_ERR_UNSUPPORTED_INPUT, "WordPiece");
+                     QW_ERR_CORRUPT, "empty");
+    expect_json_fail("wp-vocab", "{\"model\": {\"type\": \"WordPiece\", \"vocab\": []}}",
+                     QW_ERR_CORRUPT, "model.vocab");
+    expect_json_fail("wp-prefix",
+                     "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0},"
+                     " \"continuing_subword_prefix\": \"@@\"}}",
+                     QW_ERR_UNSUPPORTED_INPUT, "continuing_subword_prefix");
+    expect_json_fail("wp-unk",
+                     "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0},"
+                     " \"unk_token\": 3}}",
+                     QW_ERR_CORRUPT, "model.unk_token");
+    expect_json_fail("wp-id",
+                     "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 99}}}",
+                     QW_ERR_CORRUPT, "embedding rows");
+    expect_json_fail("wp-added",
+                     "{\"added_tokens\": 4, \"model\": {\"type\": \"WordPiece\","
+                     " \"vocab\": {\"a\": 0}}}",
+                     QW_ERR_CORRUPT, "added_tokens");
 
     char *ok = tiny_bpe_json("null", BYTE_LEVEL, "");
     /* each line: a corruption of the tiny tokenizer (from, to), the status, and a needle */
@@ -816,7 +870,8 @@ RUN_TESTS(TEST_CASE(test_llama3_fixture), TEST_CASE(test_llama3_padded),
           TEST_CASE(test_gguf_llama2), TEST_CASE(test_gguf_qwen3),
           TEST_CASE(test_write_rejects_bad_vocab), TEST_CASE(test_pre_table),
           TEST_CASE(test_pair_merge_with_space),
-          TEST_CASE(test_tiny_bpe_contents), TEST_CASE(test_template_post_processor),
+          TEST_CASE(test_tiny_bpe_contents), TEST_CASE(test_wordpiece),
+          TEST_CASE(test_template_post_processor),
           TEST_CASE(test_spm_model), TEST_CASE(test_spm_model_corrupt),
           TEST_CASE(test_corrupt_tokenizer_json), TEST_CASE(test_corrupt_tokenizer_config),
           TEST_CASE(test_missing_files))
