@@ -124,6 +124,33 @@ def test_coremltools_loads_stateful(stateful, key, fmt):
         assert any(t.startswith("constexpr_") for t in ops)
 
 
+# (the program loaded from the proto has lost the inputs' ranges; coremltools says so)
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_coremltools_writes_the_same_state_interface(stateful):
+    """The loaded program, saved again by coremltools' own backend (ct.convert from MIL at
+    iOS18), declares the states exactly as we do: the same function input types and the same
+    description.state types, and it writes the same write_state / read_state pairs."""
+    pkg = stateful("llama", "float16")
+    spec = ct.utils.load_spec(str(pkg))
+    prog = milproto_load(spec, specification_version=9, file_weights_dir=weights_dir(pkg))
+    theirs = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18,
+                        skip_model_load=True).get_spec()
+    assert theirs.specificationVersion == 9
+    ours_fn, ours_block = main_block(spec)
+    their_fn, their_block = main_block(theirs)
+    assert their_fn.opset == ours_fn.opset
+    assert {i.name: i.type for i in their_fn.inputs} == {i.name: i.type for i in ours_fn.inputs}
+    assert [(s.name, s.type) for s in theirs.description.state] == \
+        [(s.name, s.type) for s in spec.description.state]
+    assert [i.name for i in theirs.description.input] == ["input_ids", "attention_mask"]
+
+    def count(block):
+        types = [op.type for op in block.operations]
+        return types.count("write_state"), types.count("read_state")
+
+    assert count(their_block) == count(ours_block)
+
+
 def test_plain_program_is_not_stateful(stateful):
     spec = ct.utils.load_spec(str(stateful.plain("llama", "float16")))
     assert spec.specificationVersion == 7 and len(spec.description.state) == 0
