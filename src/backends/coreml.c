@@ -327,6 +327,15 @@ static qw_status coreml_plan_build(const qw_run_context *ctx, const char *format
     QW_TRY(check_config(p, config, err));
     QW_TRY(check_tensors(p, err));
     if (p->settings.stateful) QW_TRY(check_stateful(p, err));
+    if (p->settings.stateful && strcmp(p->settings.compute_units, "CPU_ONLY") != 0 &&
+        strcmp(p->settings.compute_units, "CPU_AND_GPU") != 0 &&
+        (p->settings.seq_length % 32 != 0 || p->head_dim % 32 != 0)) {
+        qw_log(ctx->reporter, QW_LOG_WARNING,
+               "stateful: the cache's seq_length %lld or head_dim %lld is not a multiple of 32; "
+               "the Neural Engine has been reported to refuse such states (coremltools #2631), "
+               "where CPU and GPU run them",
+               (long long)p->settings.seq_length, (long long)p->head_dim);
+    }
     if (p->hp.has_sliding_window && p->hp.sliding_window > 0 &&
         p->hp.sliding_window < p->settings.seq_length) {
         qw_log(ctx->reporter, QW_LOG_WARNING,

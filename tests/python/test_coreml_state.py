@@ -171,6 +171,18 @@ def test_run_result_reports_stateful(qwodel_bin, stateful, tmp_path):
     assert json.loads(proc.stdout)["stateful"] is False
 
 
+def test_neural_engine_warning(qwodel_bin, stateful, tmp_path):
+    """head_dim 16: a warning that the Neural Engine may refuse the states, unless the compute
+    units leave it out."""
+    ck = stateful.checkpoint("llama")
+    proc = run_qwodel(qwodel_bin, "quantize", ck, "-b", "coreml", "-o", tmp_path / "a",
+                      "--seq-length", SEQ_LENGTH, "--stateful")
+    assert "not a multiple of 32" in proc.stderr and "#2631" in proc.stderr, proc.stderr
+    proc = run_qwodel(qwodel_bin, "quantize", ck, "-b", "coreml", "-o", tmp_path / "b",
+                      "--seq-length", SEQ_LENGTH, "--stateful", "--compute-units", "CPU_AND_GPU")
+    assert "#2631" not in proc.stderr, proc.stderr
+
+
 # ---- a numpy evaluator of the stateful program ----------------------------------------------
 
 def _slice_indices(shape, begin, end, begin_mask, end_mask, squeeze_mask):
