@@ -28,6 +28,16 @@
  * The encoder (build_encoder): word + position + token-type-0 embeddings, LayerNorm (fp32), per
  * layer q/k/v with biases, attention over every unpadded token, output dense + residual +
  * LayerNorm, intermediate dense + GELU/ReLU, output dense + residual + LayerNorm.
+ *
+ * Stateful (option `stateful`, spec 9 whatever the format): the key/value cache lives in two
+ * fp16 states, keyCache and valueCache [layers, batch, kv heads, seq_length, head_dim], fixed
+ * shape as Core ML requires. input_ids holds the L new tokens and attention_mask the past + L
+ * tokens the cache will then hold, so the write position past is the difference of their
+ * lengths (shape, gather, sub: Apple's Llama 3.1 recipe, no extra input). Each layer writes its
+ * new keys/values at past .. past+L-1 (slice_update, then write_state + read_state, which is
+ * coremltools' coreml_update_state on the wire) and attends over positions 0 .. past+L-1 with
+ * the same causal + padding mask; queries get RoPE at past .. past+L-1. Both inputs keep their
+ * 1..seq_length ranges, as in Apple's recipe.
  */
 #include <errno.h>
 #include <math.h>
@@ -102,6 +112,10 @@ static const qw_option_spec coreml_options[] = {
      "ALL (default), CPU_ONLY, CPU_AND_GPU or CPU_AND_NE, recorded in the model's metadata."},
     {"seq_length", QW_OPTION_INT, QW_SCOPE_BOTH,
      "Longest sequence the model accepts: inputs are flexible from 1 to this (default 512)."},
+    {"stateful", QW_OPTION_BOOL, QW_SCOPE_BOTH,
+     "Write a stateful model for generation (iOS 18+): the key/value cache is kept in the Core ML "
+     "states keyCache and valueCache (seq_length positions), input_ids holds only the new tokens "
+     "and attention_mask covers the cached and the new ones (default false)."},
 };
 
 static const char *const COMPUTE_UNITS[] = {"ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"};
@@ -110,6 +124,7 @@ typedef struct cm_settings {
     int64_t batch, default_len, seq_length;
     bool length_given; /* seq_length or input_shape set by the caller, not the default */
     const char *compute_units;
+    bool stateful; /* iOS18 states keyCache / valueCache hold the key/value cache */
 } cm_settings;
 
 static qw_status parse_settings(const qw_options *o, cm_settings *s, qw_error *err) {
@@ -147,6 +162,7 @@ static qw_status parse_settings(const qw_options *o, cm_settings *s, qw_error *e
     }
     s->default_len = shape[1] < s->seq_length ? shape[1] : s->seq_length;
     s->length_given = text || qw_options_get(o, "seq_length");
+    s->stateful = qw_options_get_bool(o, "stateful", false);
     s->compute_units = qw_options_get(o, "compute_units");
     if (!s->compute_units) s->compute_units = "ALL";
     for (size_t i = 0; i < sizeof COMPUTE_UNITS / sizeof COMPUTE_UNITS[0]; i++) {
@@ -413,6 +429,7 @@ struct cm_family {
     cm_role (*role)(const cm_plan *p, const char *name);
     void (*build)(cm_build *b, qw_reporter *r);
     const char *output, *output_doc;
+    bool generates; /* a causal LM: `stateful` can keep its key/value cache */
 };
 
 static const char *const DECODER_ARCHS[] = {"llama", "qwen2", "qwen3", NULL};
@@ -421,11 +438,11 @@ static const char *const ENCODER_ARCHS[] = {"bert", NULL};
 static const cm_family FAMILIES[] = {
     {DECODER_ARCHS, "the decoder layout the coreml backend writes (embedding, attention, MLP, "
      "norms, head)", check_config, decoder_role, build_program, "logits",
-     "Next-token logits [batch, sequence, vocabulary]"},
+     "Next-token logits [batch, sequence, vocabulary]", true},
     {ENCODER_ARCHS, "the BERT encoder layout the coreml backend writes (embeddings, attention, "
      "feed-forward, LayerNorms; pooler and task heads left out)", check_encoder_config,
      encoder_role, build_encoder, "last_hidden_state",
-     "The encoder's last hidden states [batch, sequence, hidden]"},
+     "The encoder's last hidden states [batch, sequence, hidden]", false},
 };
 
 static const cm_family *family_of(const qw_model *m) {
@@ -448,6 +465,34 @@ static qw_status check_tensors(const cm_plan *p, qw_error *err) {
                               "tensor \"%s\" is not part of %s", name, p->family->layout);
         }
     }
+    return QW_OK;
+}
+
+/* States need iOS18 (spec 9, opset CoreML8) whatever the weights' format. Each cache is one fp16
+ * tensor [layers, batch, key/value heads, seq_length, head_dim] that Core ML allocates whole
+ * for every state made: more than 2^31 elements (4 GiB) is refused, past what 32-bit indexing
+ * and any Apple device's memory comfortably hold. */
+static qw_status check_stateful(cm_plan *p, qw_error *err) {
+    if (!p->family->generates) {
+        return qw_fail_at(err, QW_ERR_BAD_OPTION, "stateful", -1,
+                          "stateful: a key/value cache serves generation, and this model is an "
+                          "encoder (it outputs %s)", p->family->output);
+    }
+    const double n = (double)p->hp.n_layer * (double)p->settings.batch *
+                     (double)p->hp.n_head_kv * (double)p->settings.seq_length *
+                     (double)p->head_dim;
+    if (n > 2147483647.0) {
+        return qw_fail_at(err, QW_ERR_BAD_OPTION, "seq_length", -1,
+                          "stateful: a key/value cache of %lld layers x batch %lld x %lld heads x "
+                          "seq_length %lld x head_dim %lld is %.0f elements (%.1f GiB in fp16), "
+                          "more than the 2^31 a fixed-size Core ML state may hold: lower "
+                          "seq_length or the batch",
+                          (long long)p->hp.n_layer, (long long)p->settings.batch,
+                          (long long)p->hp.n_head_kv, (long long)p->settings.seq_length,
+                          (long long)p->head_dim, n, n * 2.0 / (1024.0 * 1024.0 * 1024.0));
+    }
+    p->spec = 9;
+    p->opset = "CoreML8";
     return QW_OK;
 }
 
@@ -478,6 +523,16 @@ static qw_status coreml_plan_build(const qw_run_context *ctx, const char *format
     if (!p->family) return coreml_check_model(ctx->model, err);
     QW_TRY(p->family->check_config(p, config, err));
     QW_TRY(check_tensors(p, err));
+    if (p->settings.stateful) QW_TRY(check_stateful(p, err));
+    if (p->settings.stateful && strcmp(p->settings.compute_units, "CPU_ONLY") != 0 &&
+        strcmp(p->settings.compute_units, "CPU_AND_GPU") != 0 &&
+        (p->settings.seq_length % 32 != 0 || p->head_dim % 32 != 0)) {
+        qw_log(ctx->reporter, QW_LOG_WARNING,
+               "stateful: the cache's seq_length %lld or head_dim %lld is not a multiple of 32; "
+               "the Neural Engine has been reported to refuse such states (coremltools #2631), "
+               "where CPU and GPU run them",
+               (long long)p->settings.seq_length, (long long)p->head_dim);
+    }
     if (p->hp.has_sliding_window && p->hp.sliding_window > 0 &&
         p->hp.sliding_window < p->settings.seq_length) {
         qw_log(ctx->reporter, QW_LOG_WARNING,
@@ -759,8 +814,9 @@ static mv palettize(cm_build *b, const qw_hf_tensor *t, const char *mil_name) {
     if (st == QW_OK) pack_bits(idx, (size_t)n, p->nbits, packed);
     uint64_t off = 0;
     const uint32_t padding = (uint32_t)(8 * packed_bytes - (size_t)n * (size_t)p->nbits);
-    if (st == QW_OK && p->group_rows == 0) {
-        /* iOS16: indices are plain bytes */
+    if (st == QW_OK && p->group_rows == 0 && p->spec < 9) {
+        /* iOS16: indices are plain bytes (an iOS18 program, stateful, has only the iOS18 form:
+         * one group) */
         const int64_t pdims[1] = {(int64_t)packed_bytes}, ldims[1] = {(int64_t)k},
                       sdims[1] = {2};
         const uint32_t shape[2] = {(uint32_t)rows, (uint32_t)cols};
@@ -1075,9 +1131,25 @@ static mv rope(cm_build *b, const char *pre, mv x, mv cos_t, mv sin_t) {
 
 /* ---- the program ---------------------------------------------------------------------------- */
 
+/* The stateful program's key/value cache (states [layers, B, kv heads, seq_length, head_dim]) */
+typedef struct cm_kv {
+    mv state[2]; /* keyCache, valueCache */
+    mv cache[2]; /* their latest values: read_state after each write */
+    mv past;     /* [1] int32: tokens already in the cache (attention_mask's length - L) */
+    mv total;    /* [1] int32: past + L, attention_mask's length */
+    mv begin, end; /* [5] int32: the current layer's new positions [l, 0, 0, past, 0] ..
+                    * [l+1, B, kv heads, total, hd] */
+    mv read_begin; /* [5] int32: [l, 0, 0, 0, 0], the start of what attention reads */
+    /* [5] bool: the layer is an index (squeezed), batch, heads and head_dim are whole, and
+     * only the positions come from begin / end, so every other dimension stays static */
+    mv squeeze, write_mask, read_begin_mask;
+} cm_kv;
+
 typedef struct cm_shared {
     mv cos, sin; /* [B, 1, S, head_dim] */
-    mv bias;     /* [B, 1, S, S]: 0 where a query may see a key, MASK_VALUE elsewhere */
+    mv bias;     /* [B, 1, S, S]: 0 where a query may see a key, MASK_VALUE elsewhere (stateful:
+                  * [B, 1, L, past + L]) */
+    cm_kv *kv;   /* stateful programs only, else NULL */
 } cm_shared;
 
 /* [B, S, n*hd] -> [B, n, S, hd], with Qwen3's per-head norm and RoPE */
@@ -1138,6 +1210,64 @@ static mv repeat_kv(cm_build *b, const char *pre, mv x, int64_t rep) {
     return reshape(b, pre, tiled, shape, 4);
 }
 
+/* The stateful program's cache step for one layer: x, this call's keys (which 0) or values
+ * (which 1) [B, kv heads, L, hd], goes into positions past .. past+L-1 of the layer's slice
+ * (slice_update, then write_state and read_state: coremltools' coreml_update_state on the
+ * wire), and the cache's positions 0 .. past+L-1 come back [B, kv heads, past+L, hd]. The
+ * keys' call makes the layer's slice bounds, which the values' call reuses. */
+static mv cache_step(cm_build *b, const char *pre, long long layer, mv x, cm_kv *kv, int which) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    const int64_t batch = b->p->settings.batch, nkv = b->p->hp.n_head_kv, hd = b->p->head_dim;
+    char n1[160], wpre[96];
+    join(wpre, sizeof wpre, pre, which ? "_value_cache" : "_key_cache");
+    if (which == 0) {
+        /* both caches take the same slice: [l, 0, 0, past, 0] .. [l+1, B, kv heads, total, hd] */
+        const int32_t b0[3] = {(int32_t)layer, 0, 0};
+        const int32_t e0[3] = {(int32_t)layer + 1, (int32_t)batch, (int32_t)nkv};
+        const int32_t zero = 0, hd32 = (int32_t)hd, r0[5] = {(int32_t)layer, 0, 0, 0, 0};
+        join(n1, sizeof n1, pre, "_cache_begin_head");
+        mv bh = qw_mil_const_i32(b->m, n1, b0, 3, 1);
+        join(n1, sizeof n1, pre, "_cache_begin_tail");
+        mv bt = qw_mil_const_i32(b->m, n1, &zero, 1, 1);
+        join(n1, sizeof n1, pre, "_cache_end_head");
+        mv eh = qw_mil_const_i32(b->m, n1, e0, 3, 1);
+        join(n1, sizeof n1, pre, "_cache_end_tail");
+        mv et = qw_mil_const_i32(b->m, n1, &hd32, 1, 1);
+        join(n1, sizeof n1, pre, "_cache_axis");
+        mv axis = qw_mil_const_i32(b->m, n1, (const int32_t[]){0}, 1, 0);
+        join(n1, sizeof n1, pre, "_cache_interleave");
+        mv inter = qw_mil_const_bool(b->m, n1, false);
+        const int64_t d5[1] = {5};
+        const mv bv[3] = {bh, kv->past, bt}, ev[3] = {eh, kv->total, et};
+        const qw_mil_arg bargs[] = {{"values", bv, 3}, A("axis", axis), A("interleave", inter)};
+        const qw_mil_arg eargs[] = {{"values", ev, 3}, A("axis", axis), A("interleave", inter)};
+        join(n1, sizeof n1, pre, "_cache_begin");
+        kv->begin = qw_mil_op(b->m, "concat", n1, bargs, 3, qw_mil_type(QW_MIL_INT32, 1, d5));
+        join(n1, sizeof n1, pre, "_cache_end");
+        kv->end = qw_mil_op(b->m, "concat", n1, eargs, 3, qw_mil_type(QW_MIL_INT32, 1, d5));
+        join(n1, sizeof n1, pre, "_cache_read_begin");
+        kv->read_begin = qw_mil_const_i32(b->m, n1, r0, 5, 1);
+    }
+    join(n1, sizeof n1, wpre, "_updated");
+    mv updated = qw_mil_op(b->m, "slice_update", n1,
+                           ARGS(A("x", kv->cache[which]), A("update", x), A("begin", kv->begin),
+                                A("end", kv->end), A("begin_mask", kv->write_mask),
+                                A("end_mask", kv->write_mask), A("squeeze_mask", kv->squeeze)),
+                           kv->cache[which]);
+    join(n1, sizeof n1, wpre, "_write");
+    qw_mil_op_no_output(b->m, "write_state", n1,
+                        ARGS(A("input", kv->state[which]), A("data", updated)));
+    join(n1, sizeof n1, wpre, "_read");
+    kv->cache[which] = qw_mil_op(b->m, "read_state", n1, ARGS(A("input", kv->state[which])),
+                                 kv->cache[which]);
+    const mv out = {NULL, QW_MIL_FP16, 4, {batch, nkv, QW_MIL_DYN, hd}};
+    return qw_mil_op(b->m, "slice_by_index", wpre,
+                     ARGS(A("x", kv->cache[which]), A("begin", kv->read_begin), A("end", kv->end),
+                          A("begin_mask", kv->read_begin_mask), A("end_mask", kv->write_mask),
+                          A("squeeze_mask", kv->squeeze)),
+                     out);
+}
+
 static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
     const cm_plan *p = b->p;
@@ -1158,6 +1288,10 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     mv k = project_heads(b, n1, h, "k_proj", layer, nkv, "k_norm", sh);
     join(n1, sizeof n1, pre, "_v");
     mv v = project_heads(b, n1, h, "v_proj", layer, nkv, NULL, NULL);
+    if (sh->kv) { /* attention reads the cache: what earlier calls wrote and this call's k, v */
+        k = cache_step(b, pre, layer, k, sh->kv, 0);
+        v = cache_step(b, pre, layer, v, sh->kv, 1);
+    }
     join(n1, sizeof n1, pre, "_k_rep");
     k = repeat_kv(b, n1, k, nh / nkv);
     k.dims[2] = QW_MIL_DYN;
@@ -1286,6 +1420,71 @@ static void rope_tables(cm_build *b, mv pos, cm_shared *sh) {
     qw_free(tab);
 }
 
+/* The stateful program's positions: input_ids holds the L new tokens and attention_mask the
+ * past + L the cache will hold, so past is the difference of the two lengths (shape and sub:
+ * no extra input, as Apple's Llama 3.1 recipe derives it). The queries sit at past .. past+L-1
+ * and the keys at 0 .. past+L-1. Also creates the two states and reads them. */
+static void stateful_positions(cm_build *b, mv ids, mv am, mv *pos, mv *kpos, cm_kv *kv) {
+    const cm_plan *p = b->p;
+    const int64_t d1[1] = {1}, d2[1] = {2};
+    const int64_t cache_dims[5] = {p->hp.n_layer, p->settings.batch, p->hp.n_head_kv,
+                                   p->settings.seq_length, p->head_dim};
+    static const char *const NAMES[2] = {"keyCache", "valueCache"};
+    static const char *const DOCS[2] = {
+        "Keys of every layer and position so far [layers, batch, key/value heads, seq_length, "
+        "head_dim]",
+        "Values of every layer and position so far [layers, batch, key/value heads, "
+        "seq_length, head_dim]"};
+    for (int i = 0; i < 2; i++) {
+        kv->state[i] = qw_mil_state(b->m, NAMES[i], DOCS[i], 5, cache_dims);
+        kv->cache[i] = kv->state[i];
+    }
+    mv lens[2];
+    static const char *const WHAT[2] = {"new", "total"};
+    for (int i = 0; i < 2; i++) {
+        char n1[64];
+        snprintf(n1, sizeof n1, "%s_shape", i ? "attention_mask" : "input_ids");
+        mv src = i ? am : ids;
+        mv sh = qw_mil_op(b->m, "shape", n1, ARGS(A("x", src)), qw_mil_type(QW_MIL_INT32, 1, d2));
+        snprintf(n1, sizeof n1, "%s_length_index", WHAT[i]);
+        mv idx = qw_mil_const_i32(b->m, n1, (const int32_t[]){1}, 1, 1);
+        snprintf(n1, sizeof n1, "%s_length_axis", WHAT[i]);
+        mv axis = qw_mil_const_i32(b->m, n1, (const int32_t[]){0}, 1, 0);
+        snprintf(n1, sizeof n1, "%s_length_batch_dims", WHAT[i]);
+        mv bd = qw_mil_const_i32(b->m, n1, (const int32_t[]){0}, 1, 0);
+        snprintf(n1, sizeof n1, "%s_length", WHAT[i]);
+        lens[i] = qw_mil_op(b->m, "gather", n1,
+                            ARGS(A("x", sh), A("indices", idx), A("axis", axis),
+                                 A("batch_dims", bd)),
+                            qw_mil_type(QW_MIL_INT32, 1, d1));
+    }
+    kv->total = lens[1];
+    kv->past = binary(b, "sub", "past_length", lens[1], lens[0]);
+    *pos = binary(b, "add", "query_positions_abs", *pos, kv->past);
+    mv zero = qw_mil_const_i32(b->m, "mask_zero_i32", (const int32_t[]){0}, 1, 0);
+    mv one = qw_mil_const_i32(b->m, "mask_one_i32", (const int32_t[]){1}, 1, 0);
+    mv zeros = binary(b, "mul", "mask_zeros", am, zero);
+    mv ones = binary(b, "add", "mask_ones", zeros, one);
+    mv cax = qw_mil_const_i32(b->m, "key_positions_axis", (const int32_t[]){1}, 1, 0);
+    mv excl = qw_mil_const_bool(b->m, "key_positions_exclusive", true);
+    mv rev = qw_mil_const_bool(b->m, "key_positions_reverse", false);
+    *kpos = qw_mil_op(b->m, "cumsum", "key_positions_abs",
+                      ARGS(A("x", ones), A("axis", cax), A("exclusive", excl), A("reverse", rev)),
+                      ones);
+    static const bool SQUEEZE[5] = {true, false, false, false, false};
+    static const bool WRITE_MASK[5] = {false, true, true, false, true};
+    static const bool READ_BEGIN_MASK[5] = {false, true, true, true, true};
+    kv->squeeze = qw_mil_const_bools(b->m, "cache_squeeze_mask", SQUEEZE, 5);
+    kv->write_mask = qw_mil_const_bools(b->m, "cache_write_mask", WRITE_MASK, 5);
+    kv->read_begin_mask = qw_mil_const_bools(b->m, "cache_read_begin_mask", READ_BEGIN_MASK, 5);
+    for (int i = 0; i < 2; i++) {
+        char n1[64];
+        snprintf(n1, sizeof n1, "%s_initial", NAMES[i]);
+        kv->cache[i] = qw_mil_op(b->m, "read_state", n1, ARGS(A("input", kv->state[i])),
+                                 kv->state[i]);
+    }
+}
+
 static void build_program(cm_build *b, qw_reporter *r) {
     const cm_plan *p = b->p;
     const int64_t in_dims[2] = {p->settings.batch, QW_MIL_DYN};
@@ -1312,10 +1511,17 @@ static void build_program(cm_build *b, qw_reporter *r) {
                        ARGS(A("x", ones), A("axis", cax), A("exclusive", excl), A("reverse", rev)),
                        ones);
     cm_shared sh;
+    cm_kv kv;
+    sh.kv = NULL;
+    mv kpos = pos; /* the keys' positions: the queries' own, or (stateful) 0 .. past+L-1 */
+    if (p->settings.stateful) {
+        sh.kv = &kv;
+        stateful_positions(b, ids, am, &pos, &kpos, &kv);
+    }
     rope_tables(b, pos, &sh);
     /* causal + padding mask: key j is blocked for query i when j > i or attention_mask[j] == 0 */
     mv pi = expand_dims(b, "query_positions", pos, 2);
-    mv pj = expand_dims(b, "key_positions", pos, 1);
+    mv pj = expand_dims(b, "key_positions", kpos, 1);
     mv future = binary(b, "greater", "future_keys", pj, pi);
     mv amj = expand_dims(b, "key_mask", am, 1);
     mv padded = binary(b, "equal", "padded_keys", amj, zero);
@@ -1617,11 +1823,20 @@ static qw_status execute_into(const qw_run_context *ctx, cm_plan *p, const char 
     QW_TRY(qw_progress(ctx->reporter, 95, "writing", "model.mlmodel", err));
 
     const int64_t batch = p->settings.batch;
+    const bool stateful = p->settings.stateful;
+    /* stateful: both inputs stay range-flexible (a fixed input next to a range one is read as
+     * enumerated, and Core ML refuses the mix in stateful models: coremltools #2548) */
     qw_mil_feature inputs[2] = {
-        {"input_ids", "Token ids", QW_ARRAY_INT32, 2, {batch, p->settings.default_len}, true,
-         {batch, 1}, {batch, p->settings.seq_length}},
-        {"attention_mask", "1 for tokens to attend to, 0 for padding", QW_ARRAY_INT32, 2,
-         {batch, p->settings.default_len}, true, {batch, 1}, {batch, p->settings.seq_length}},
+        {"input_ids",
+         stateful ? "Token ids of the new tokens (the cache holds the earlier ones)" : "Token ids",
+         QW_ARRAY_INT32, 2, {batch, p->settings.default_len}, true, {batch, 1},
+         {batch, p->settings.seq_length}},
+        {"attention_mask",
+         stateful ? "1 for tokens to attend to, 0 for padding, over the cached and the new "
+                    "tokens: its length minus input_ids' is where the new ones go in the cache"
+                  : "1 for tokens to attend to, 0 for padding",
+         QW_ARRAY_INT32, 2, {batch, p->settings.default_len}, true, {batch, 1},
+         {batch, p->settings.seq_length}},
     };
     qw_mil_feature outputs[1] = {
         {p->family->output, p->family->output_doc, QW_ARRAY_FLOAT32, 0, {0}, false, {0}, {0}},
@@ -1632,10 +1847,11 @@ static qw_status execute_into(const qw_run_context *ctx, cm_plan *p, const char 
         "qwodel.format",          p->format,
         "qwodel.compute_units",   p->settings.compute_units,
         "co.huggingface.exporters.name", model->name,
+        "qwodel.stateful",        "true", /* (stateful models only: the last pair) */
     };
     char *desc = qw_sprintf("%s (%s) converted by qwodel", model->name, p->format);
     const qw_mil_model_info info = {p->spec, p->opset, inputs, 2, outputs, 1, desc, meta,
-                                    sizeof meta / sizeof meta[0] / 2};
+                                    sizeof meta / sizeof meta[0] / 2 - (stateful ? 0 : 1)};
     uint8_t *spec = NULL;
     size_t spec_len = 0;
     st = desc ? qw_mil_serialize(b->m, &info, &spec, &spec_len, err)
@@ -1697,11 +1913,19 @@ static qw_status coreml_execute(const qw_run_context *ctx, const qw_plan *plan,
     result->file_size = size;
     result->data_bytes = weights;
     result->n_elements = b.n_params;
-    result->details = json_pack("{s:s, s:i, s:s, s:I, s:I, s:I}", "compute_units",
+    result->details = json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:b}", "compute_units",
                                 p->settings.compute_units, "specification_version", (int)p->spec,
                                 "opset", p->opset, "seq_length", (json_int_t)p->settings.seq_length,
                                 "batch_size", (json_int_t)p->settings.batch,
-                                "compressed_parameters", (json_int_t)b.n_compressed);
+                                "compressed_parameters", (json_int_t)b.n_compressed, "stateful",
+                                (int)p->settings.stateful);
+    if (result->details && p->settings.stateful) {
+        /* both caches: layers x batch x kv heads x seq_length x head_dim fp16 values */
+        const json_int_t cache = (json_int_t)(p->hp.n_layer * p->settings.batch *
+                                              p->hp.n_head_kv * p->settings.seq_length *
+                                              p->head_dim * 2 * 2);
+        json_object_set_new(result->details, "state_bytes", json_integer(cache));
+    }
     return QW_OK;
 }
 

@@ -20,6 +20,8 @@ struct qw_mil {
     size_t n_inputs, cap_inputs;
     char **outputs;
     size_t n_outputs, cap_outputs;
+    Qwml__Feature **states; /* description.state entries */
+    size_t n_states, cap_states;
     qw_blob_writer *blobs;
     qw_status st;
     qw_error err;
@@ -87,6 +89,7 @@ void qw_mil_free(qw_mil *m) {
     qw_free(m->ops);
     qw_free(m->inputs);
     qw_free(m->outputs);
+    qw_free(m->states);
     qw_free(m);
 }
 
@@ -334,6 +337,34 @@ static qw_mil_var op_push(qw_mil *m, Qwml__Op *op, qw_mil_var out) {
     return out;
 }
 
+static Qwml__Feature *state_feature(qw_mil *m, const qw_mil_feature *f);
+
+qw_mil_var qw_mil_state(qw_mil *m, const char *name, const char *doc, int rank,
+                        const int64_t *dims) {
+    qw_mil_var t = qw_mil_type(QW_MIL_FP16, rank, dims), none = {0};
+    if (!grow(m, (void **)&m->inputs, &m->cap_inputs, m->n_inputs, sizeof *m->inputs) ||
+        !grow(m, (void **)&m->states, &m->cap_states, m->n_states, sizeof *m->states)) {
+        return none;
+    }
+    qw_mil_feature f = {name, doc, QW_ARRAY_FLOAT16, rank, {0}, false, {0}, {0}};
+    for (int i = 0; i < rank && i < QW_MIL_MAX_RANK; i++) f.shape[i] = dims[i];
+    Qwml__Feature *desc = state_feature(m, &f);
+    if (!desc) return none;
+    Qwml__NamedType *nt = NEW(m, Qwml__NamedType, qwml__named_type__descriptor);
+    Qwml__ValueType *vt = NEW(m, Qwml__ValueType, qwml__value_type__descriptor);
+    Qwml__StateType *st = NEW(m, Qwml__StateType, qwml__state_type__descriptor);
+    if (!nt || !vt || !st || !(nt->name = str(m, name)) || !(st->wrapped = value_type(m, &t))) {
+        return none;
+    }
+    vt->kind_case = QWML__VALUE_TYPE__KIND_STATE;
+    vt->state = st;
+    nt->type = vt;
+    m->inputs[m->n_inputs++] = nt;
+    m->states[m->n_states++] = desc;
+    t.name = nt->name;
+    return t;
+}
+
 qw_mil_var qw_mil_input(qw_mil *m, const char *name, int dtype, int rank, const int64_t *dims) {
     qw_mil_var t = qw_mil_type(dtype, rank, dims), none = {0};
     if (!grow(m, (void **)&m->inputs, &m->cap_inputs, m->n_inputs, sizeof *m->inputs)) {
@@ -354,29 +385,35 @@ void qw_mil_output(qw_mil *m, qw_mil_var v) {
     m->outputs[m->n_outputs++] = (char *)v.name;
 }
 
-qw_mil_var qw_mil_op(qw_mil *m, const char *type, const char *name, const qw_mil_arg *args,
-                     size_t n_args, qw_mil_var out) {
-    qw_mil_var none = {0};
-    if (m->st != QW_OK) return none;
+/* An op with its inputs bound by name; out NULL: the op has no outputs. */
+static Qwml__Op *op_with_args(qw_mil *m, const char *type, const char *name,
+                              const qw_mil_arg *args, size_t n_args, const qw_mil_var *out) {
+    if (m->st != QW_OK) return NULL;
     for (size_t i = 0; i < n_args; i++) {
         for (size_t k = 0; k < args[i].n; k++) {
             if (!args[i].vars[k].name) {
                 set_error(m, QW_ERR_INTERNAL, "MIL op input without a value");
-                return none;
+                return NULL;
             }
         }
     }
-    Qwml__Op *op = op_new(m, type, name, &out);
+    Qwml__Op *op = NULL;
+    if (out) {
+        op = op_new(m, type, name, out);
+    } else if ((op = NEW(m, Qwml__Op, qwml__op__descriptor)) &&
+               (!(op->type = str(m, type)) || !add_attr(m, op, "name", value_string(m, name)))) {
+        op = NULL;
+    }
     Qwml__ArgumentEntry **entries = n_args ? alloc(m, n_args * sizeof *entries) : NULL;
-    if (!op || (n_args && !entries)) return none;
+    if (!op || (n_args && !entries)) return NULL;
     for (size_t i = 0; i < n_args; i++) {
         Qwml__ArgumentEntry *e = NEW(m, Qwml__ArgumentEntry, qwml__argument_entry__descriptor);
         Qwml__Argument *a = NEW(m, Qwml__Argument, qwml__argument__descriptor);
         Qwml__Binding **b = alloc(m, args[i].n * sizeof *b);
-        if (!e || !a || !b || !(e->key = str(m, args[i].key))) return none;
+        if (!e || !a || !b || !(e->key = str(m, args[i].key))) return NULL;
         for (size_t k = 0; k < args[i].n; k++) {
             b[k] = NEW(m, Qwml__Binding, qwml__binding__descriptor);
-            if (!b[k]) return none;
+            if (!b[k]) return NULL;
             b[k]->kind_case = QWML__BINDING__KIND_NAME;
             b[k]->name = (char *)args[i].vars[k].name;
         }
@@ -387,7 +424,20 @@ qw_mil_var qw_mil_op(qw_mil *m, const char *type, const char *name, const qw_mil
     }
     op->inputs = entries;
     op->n_inputs = n_args;
-    return op_push(m, op, out);
+    return op;
+}
+
+qw_mil_var qw_mil_op(qw_mil *m, const char *type, const char *name, const qw_mil_arg *args,
+                     size_t n_args, qw_mil_var out) {
+    return op_push(m, op_with_args(m, type, name, args, n_args, &out), out);
+}
+
+void qw_mil_op_no_output(qw_mil *m, const char *type, const char *name, const qw_mil_arg *args,
+                         size_t n_args) {
+    Qwml__Op *op = op_with_args(m, type, name, args, n_args, NULL);
+    if (op && grow(m, (void **)&m->ops, &m->cap_ops, m->n_ops, sizeof *m->ops)) {
+        m->ops[m->n_ops++] = op;
+    }
 }
 
 static qw_mil_var const_op(qw_mil *m, const char *name, qw_mil_var t, Qwml__Value *v) {
@@ -529,6 +579,17 @@ static Qwml__Feature *feature(qw_mil *m, const qw_mil_feature *f) {
     return fd;
 }
 
+/* A state: the same array description, wrapped as a StateFeatureType. */
+static Qwml__Feature *state_feature(qw_mil *m, const qw_mil_feature *f) {
+    Qwml__Feature *fd = feature(m, f);
+    Qwml__StateFeature *sf = NEW(m, Qwml__StateFeature, qwml__state_feature__descriptor);
+    if (!fd || !sf) return NULL;
+    sf->array = fd->type->multi_array;
+    fd->type->multi_array = NULL;
+    fd->type->state = sf;
+    return fd;
+}
+
 qw_status qw_mil_serialize(qw_mil *m, const qw_mil_model_info *info, uint8_t **out,
                            size_t *out_len, qw_error *err) {
     *out = NULL;
@@ -562,6 +623,8 @@ qw_status qw_mil_serialize(qw_mil *m, const qw_mil_model_info *info, uint8_t **o
     desc->n_inputs = info->n_inputs;
     desc->outputs = outs;
     desc->n_outputs = info->n_outputs;
+    desc->states = m->states;
+    desc->n_states = m->n_states;
     desc->metadata = meta;
     block->outputs = m->outputs;
     block->n_outputs = m->n_outputs;

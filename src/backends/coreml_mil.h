@@ -74,12 +74,21 @@ qw_mil_var qw_mil_type(int dtype, int rank, const int64_t *dims);
 
 /* A function input. dims may hold QW_MIL_DYN. */
 qw_mil_var qw_mil_input(qw_mil *m, const char *name, int dtype, int rank, const int64_t *dims);
+/* An iOS18 state (spec >= 9): a function input of type state<tensor fp16> with fixed dims, which
+ * qw_mil_serialize also lists in description.state (doc: its short description). The var names
+ * the state for read_state / write_state; its dtype and dims are those of the tensor it holds. */
+qw_mil_var qw_mil_state(qw_mil *m, const char *name, const char *doc, int rank,
+                        const int64_t *dims);
 /* A block output (by var name). */
 void qw_mil_output(qw_mil *m, qw_mil_var v);
 
 /* A generic op with one output named `name` of type `out` (out.name is ignored). */
 qw_mil_var qw_mil_op(qw_mil *m, const char *type, const char *name, const qw_mil_arg *args,
                      size_t n_args, qw_mil_var out);
+
+/* An op without outputs (write_state), named `name`. */
+void qw_mil_op_no_output(qw_mil *m, const char *type, const char *name, const qw_mil_arg *args,
+                         size_t n_args);
 
 /* Consts written inline. */
 qw_mil_var qw_mil_const_i32(qw_mil *m, const char *name, const int32_t *v, size_t n, int rank);
@@ -136,7 +145,8 @@ typedef struct qw_mil_model_info {
     size_t n_user_defined;           /* pairs */
 } qw_mil_model_info;
 
-/* The Model protobuf: one function "main" with every op added so far. *out is qw_malloc'd. */
+/* The Model protobuf: one function "main" with every op added so far, and every state added
+ * in description.state. *out is qw_malloc'd. */
 qw_status qw_mil_serialize(qw_mil *m, const qw_mil_model_info *info, uint8_t **out,
                            size_t *out_len, qw_error *err);
 

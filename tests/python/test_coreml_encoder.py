@@ -173,6 +173,7 @@ def test_other_backends_refuse_encoders(qwodel_bin, packages, tmp_path):
     ({"hidden_act": "silu"}, (), "hidden_act \"silu\""),
     ({"is_decoder": True}, (), "is_decoder"),
     ({}, ("--seq-length", "200"), "max_position_embeddings"),
+    ({}, ("--seq-length", "32", "--stateful"), "is an encoder"),
 ])
 def test_unsupported_configs_are_refused(qwodel_bin, tmp_path, overrides, extra, words):
     ck = hf_fixtures.make_bert_checkpoint(tmp_path / "ck", hidden=32, heads=2, layers=1,

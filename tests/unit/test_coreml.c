@@ -1,6 +1,6 @@
 /* The coreml backend's pieces that need no model: MIL blob storage v2, the package manifest,
  * exact 1-D k-means (against an O(k n^2) dynamic program written independently here), and the
- * MIL builder's sticky errors. */
+ * MIL builder's sticky errors and iOS18 states. */
 #include <float.h>
 
 #include "coreml_kmeans.h"
@@ -209,6 +209,100 @@ TEST(mil_builder_errors_are_sticky) {
     qw_mil_free(NULL);
 }
 
+/* The LEN field `field` (its nth occurrence) of a protobuf message; false if absent. Other wire
+ * types are skipped. Enough of the wire format to walk the few messages checked here. */
+static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; *p < end && shift < 64; shift += 7) {
+        const uint8_t byte = *(*p)++;
+        *v |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) return true;
+    }
+    return false;
+}
+
+static bool pb_field(const uint8_t *msg, size_t n, uint32_t field, int nth, const uint8_t **out,
+                     size_t *out_len) {
+    const uint8_t *p = msg, *end = msg + n;
+    uint64_t tag, v;
+    while (p < end && pb_varint(&p, end, &tag)) {
+        switch (tag & 7) {
+        case 0: if (!pb_varint(&p, end, &v)) return false; break;
+        case 1: p += 8; break;
+        case 5: p += 4; break;
+        case 2:
+            if (!pb_varint(&p, end, &v) || v > (uint64_t)(end - p)) return false;
+            if ((tag >> 3) == field && nth-- == 0) {
+                *out = p;
+                *out_len = (size_t)v;
+                return true;
+            }
+            p += v;
+            break;
+        default: return false;
+        }
+    }
+    return false;
+}
+
+/* A message's LEN field as a string, for names */
+static bool pb_string_is(const uint8_t *msg, size_t n, uint32_t field, const char *want) {
+    const uint8_t *s;
+    size_t len;
+    return pb_field(msg, n, field, 0, &s, &len) && len == strlen(want) &&
+           memcmp(s, want, len) == 0;
+}
+
+/* A state is a function input of stateType (ValueType 5 wrapping a tensor) and an entry of
+ * ModelDescription.state (13, FeatureType.stateType 8 with an FP16 array), never an input; a
+ * write_state op has no outputs. */
+TEST(mil_builder_states) {
+    qw_mil *m = NULL;
+    qw_error err = {0};
+    CHECK_OK(qw_mil_create(NULL, &m, &err), &err);
+    if (!m) return;
+    const int64_t dims[2] = {2, 3};
+    qw_mil_var st = qw_mil_state(m, "acc", "an accumulator", 2, dims);
+    CHECK(st.name && strcmp(st.name, "acc") == 0 && st.dtype == QW_MIL_FP16 && st.rank == 2);
+    const qw_mil_arg rargs[] = {{"input", &st, 1}};
+    qw_mil_var r = qw_mil_op(m, "read_state", "r", rargs, 1, st);
+    const qw_mil_arg wargs[] = {{"input", &st, 1}, {"data", &r, 1}};
+    qw_mil_op_no_output(m, "write_state", "w", wargs, 2);
+    qw_mil_output(m, r);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    const qw_mil_model_info info = {9, "CoreML8", NULL, 0, NULL, 0, NULL, NULL, 0};
+    CHECK_OK(qw_mil_serialize(m, &info, &buf, &len, &err), &err);
+    const uint8_t *desc, *feat, *ft, *sft, *arr, *prog, *fe, *fn, *in, *vt, *sv, *be, *blk, *op;
+    size_t ldesc, lfeat, lft, lsft, larr, lprog, lfe, lfn, lin, lvt, lsv, lbe, lblk, lop;
+    CHECK(buf && pb_field(buf, len, 2, 0, &desc, &ldesc));
+    CHECK(!pb_field(desc, ldesc, 1, 0, &feat, &lfeat)); /* no description.input */
+    CHECK(pb_field(desc, ldesc, 13, 0, &feat, &lfeat) && pb_string_is(feat, lfeat, 1, "acc"));
+    CHECK(pb_field(feat, lfeat, 3, 0, &ft, &lft) && pb_field(ft, lft, 8, 0, &sft, &lsft));
+    CHECK(pb_field(sft, lsft, 1, 0, &arr, &larr));
+    /* ArrayFeatureType: packed shape {2, 3}, dataType FLOAT16 (65552 = 0x10010), no range */
+    static const uint8_t ARR[] = {0x0a, 0x02, 0x02, 0x03, 0x10, 0x90, 0x80, 0x04};
+    CHECK(larr == sizeof ARR && memcmp(arr, ARR, sizeof ARR) == 0);
+    CHECK(pb_field(buf, len, 502, 0, &prog, &lprog) && pb_field(prog, lprog, 2, 0, &fe, &lfe));
+    CHECK(pb_field(fe, lfe, 2, 0, &fn, &lfn) && pb_field(fn, lfn, 1, 0, &in, &lin));
+    CHECK(pb_string_is(in, lin, 1, "acc") && pb_field(in, lin, 2, 0, &vt, &lvt));
+    CHECK(!pb_field(vt, lvt, 1, 0, &sv, &lsv) && pb_field(vt, lvt, 5, 0, &sv, &lsv));
+    CHECK(pb_field(sv, lsv, 1, 0, &vt, &lvt) && pb_field(vt, lvt, 1, 0, &sv, &lsv)); /* tensor */
+    CHECK(pb_field(fn, lfn, 3, 0, &be, &lbe) && pb_field(be, lbe, 2, 0, &blk, &lblk));
+    CHECK(pb_field(blk, lblk, 3, 1, &op, &lop) && pb_string_is(op, lop, 1, "write_state"));
+    CHECK(!pb_field(op, lop, 3, 0, &sv, &lsv)); /* no outputs */
+    qw_free(buf);
+    /* after a failure both are no-ops */
+    const uint16_t h[16] = {0};
+    const int64_t d16[1] = {16};
+    CHECK(qw_mil_const_data(m, "c", QW_MIL_FP16, 1, d16, h, sizeof h).name == NULL);
+    CHECK(qw_mil_state(m, "late", NULL, 2, dims).name == NULL);
+    qw_mil_op_no_output(m, "write_state", "w2", wargs, 2);
+    CHECK_EQ_INT(qw_mil_status(m, NULL), QW_ERR_INTERNAL);
+    qw_mil_free(m);
+}
+
 RUN_TESTS(TEST_CASE(blob_storage_layout), TEST_CASE(blob_writer_refuses_misuse),
           TEST_CASE(manifest_names_both_items), TEST_CASE(kmeans1d_is_optimal),
-          TEST_CASE(kmeans1d_refuses_bad_input), TEST_CASE(mil_builder_errors_are_sticky))
+          TEST_CASE(kmeans1d_refuses_bad_input), TEST_CASE(mil_builder_errors_are_sticky),
+          TEST_CASE(mil_builder_states))
