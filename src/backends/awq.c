@@ -230,6 +230,7 @@ static qw_status parse_settings(const qw_run_context *ctx, qw_qtype dtype, awq_s
     if (s->gemm) dtype = QW_QTYPE_F16; /* AutoAWQ's kernels and checkpoints are float16 */
     s->params.scheme = (qw_int4_scheme){group, qw_options_get_bool(o, "symmetric", false), dtype};
     s->params.n_grid = 20;
+    s->params.rank_stride = 4;
     const char *duo = qw_options_get(o, "duo_scaling");
     static const struct {
         const char *word;

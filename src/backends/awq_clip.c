@@ -74,7 +74,7 @@ static qw_status sample_inputs(const qw_forward *f, const qw_block *b, float *hi
         tap[i] = taps_mem ? taps_mem + at * rows : NULL;
         at += si->width[i];
     }
-    qw_block_taps taps = {tap[INPUT_ATTN], tap[INPUT_O], tap[INPUT_MLP], tap[INPUT_DOWN]};
+    qw_block_taps taps = {tap[INPUT_ATTN], tap[INPUT_O], tap[INPUT_MLP], tap[INPUT_DOWN], NULL, NULL};
     int64_t kept = 0;
     for (int64_t s0 = 0; st == QW_OK && s0 < n_seq; s0 += batch) {
         const int64_t nb = n_seq - s0 < batch ? n_seq - s0 : batch;

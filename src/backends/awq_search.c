@@ -217,6 +217,8 @@ typedef struct search_state {
     const float *input; /* the parent's input */
     int64_t out_width;
     float *y_ref, *y;   /* parent outputs: reference and candidate */
+    bool ref_ready;     /* y_ref already holds the parent's output for input (from the block's
+                         * statistics pass, which ran the same weights on the same input) */
 } search_state;
 
 /* One mapping resolved against a block: a dense block's from its table row, a MoE block's
@@ -377,6 +379,63 @@ static double gram_mse(gram_loss *g, const qw_forward *f, const qw_linear *l, co
     return sum / ((double)n_tokens * (double)l->n_out);
 }
 
+/* ---- ranking on a subset of the sequences -------------------------------------------------------
+ * The parent's output for one candidate costs as much as the layer's forward pass over every
+ * calibration token, and twenty candidates make the search most of AWQ's time. The loss curve
+ * over the grid is smooth in the token sample, so the candidates are first ranked on every
+ * rank_stride-th sequence (whole sequences: attention mixes the tokens of one), and only the
+ * FINALISTS best of them, with plain rounding for the report, are judged on all tokens; that
+ * judgement picks the winner as before. */
+
+#define FINALISTS 3
+
+typedef struct subset {
+    search_state st;
+    float *input, *y_ref, *y;
+} subset;
+
+static void subset_free(subset *sub) {
+    qw_free(sub->input);
+    qw_free(sub->y_ref);
+    qw_free(sub->y);
+}
+
+/* every stride-th sequence of st's input, and buffers for the parent's outputs on them */
+static bool subset_init(subset *sub, const search_state *st, int64_t in_width, int stride) {
+    const int64_t n_seq = (st->n_seq + stride - 1) / stride, n = n_seq * st->seq_len;
+    sub->input = qw_malloc_array((size_t)(n * in_width), sizeof *sub->input);
+    sub->y_ref = qw_malloc_array((size_t)(n * st->out_width), sizeof *sub->y_ref);
+    sub->y = qw_malloc_array((size_t)(n * st->out_width), sizeof *sub->y);
+    if (!sub->input || !sub->y_ref || !sub->y) return false;
+    const size_t seq_floats = (size_t)(st->seq_len * in_width);
+    for (int64_t i = 0; i < n_seq; i++) {
+        memcpy(sub->input + (size_t)i * seq_floats,
+               st->input + (size_t)(i * stride) * seq_floats, seq_floats * sizeof(float));
+    }
+    sub->st = *st;
+    sub->st.n_seq = n_seq;
+    sub->st.n_tokens = n;
+    sub->st.input = sub->input;
+    sub->st.y_ref = sub->y_ref;
+    sub->st.y = sub->y;
+    return true;
+}
+
+/* final[k] := whether candidate k is among the n_final smallest losses (first ones on ties;
+ * non-finite losses never) or is plain rounding */
+static void pick_finalists(const double *loss, const grid_point *grid, int n_points, int n_final,
+                           bool *final) {
+    for (int k = 0; k < n_points; k++) final[k] = grid[k].ratio == 0.0 && !grid[k].duo;
+    for (int round = 0; round < n_final; round++) {
+        int best = -1;
+        for (int k = 0; k < n_points; k++) {
+            if (!final[k] && isfinite(loss[k]) && (best < 0 || loss[k] < loss[best])) best = k;
+        }
+        if (best < 0) break;
+        final[best] = true;
+    }
+}
+
 static qw_status search_mapping(search_state *st, const qw_awq_params *p, const awq_target *m,
                                 const qw_reporter *reporter, qw_awq_mapping_report *rep,
                                 qw_error *err) {
@@ -413,11 +472,33 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
     }
     if (status == QW_OK) {
         weight_mean(balance, n_balance, p->scheme.group_size, w_mean);
-        if (!use_gram) status = run_parent(st, m, st->y_ref, err);
+        if (!use_gram && !st->ref_ready) status = run_parent(st, m, st->y_ref, err);
+    }
+    bool final[128];
+    for (int k = 0; k < n_points; k++) final[k] = true;
+    const int stride = p->rank_stride;
+    /* (a linear parent's input may be one expert's tokens, not whole sequences) */
+    const bool whole_sequences = m->parent == PARENT_ATTENTION || m->parent == PARENT_MLP;
+    if (status == QW_OK && whole_sequences && stride > 1 && st->n_seq >= 2 * (int64_t)stride) {
+        subset sub = {0};
+        double sub_loss[128];
+        if (!subset_init(&sub, st, width, stride)) status = oom(err);
+        if (status == QW_OK) status = run_parent(&sub.st, m, sub.y_ref, err);
+        for (int k = 0; status == QW_OK && k < n_points; k++) {
+            status = qw_check_cancel(reporter, err);
+            if (status != QW_OK) break;
+            candidate_scales(x_mean, w_mean, width, grid[k], s);
+            fake_quantize_scaled(p, balance, ignored, saved, n_balance, s);
+            status = run_parent(&sub.st, m, sub.y, err);
+            sub_loss[k] = mse(sub.y_ref, sub.y, sub.st.n_tokens * sub.st.out_width);
+        }
+        if (status == QW_OK) pick_finalists(sub_loss, grid, n_points, FINALISTS, final);
+        subset_free(&sub);
     }
     double best_loss = INFINITY;
     rep->loss_plain = NAN;
     for (int k = 0; status == QW_OK && k < n_points; k++) {
+        if (!final[k]) continue;
         status = qw_check_cancel(reporter, err);
         if (status != QW_OK) break;
         candidate_scales(x_mean, w_mean, width, grid[k], s);
@@ -544,7 +625,7 @@ static qw_status smooth_moe(const qw_forward *f, qw_block *b, const float *mlp_i
         rep->name = "post_attention_layernorm -> router, experts' gate/up, shared expert";
         const awq_target t = {rep->name, b->ffn_norm, NULL, balance, ignored, n_balance,
                               PARENT_MLP, NULL};
-        search_state st = {f, b, n_seq, seq_len, n, mlp_in, d, y_ref, y};
+        search_state st = {f, b, n_seq, seq_len, n, mlp_in, d, y_ref, y, false};
         status = search_mapping(&st, p, &t, reporter, rep, err);
     }
     /* each expert's up -> down on its own tokens; reported as their token-weighted mean */
@@ -565,7 +646,7 @@ static qw_status smooth_moe(const qw_forward *f, qw_block *b, const float *mlp_i
         const bool not_ignored = false;
         const awq_target t = {sum->name, NULL, &ex->up, &down, &not_ignored, 1, PARENT_DOWN,
                               down};
-        search_state st = {f, b, n_seq, seq_len, rows, input, d, y_ref, y};
+        search_state st = {f, b, n_seq, seq_len, rows, input, d, y_ref, y, false};
         qw_awq_mapping_report one = {0};
         status = search_mapping(&st, p, &t, reporter, &one, err);
         if (status == QW_OK) {
@@ -580,7 +661,7 @@ static qw_status smooth_moe(const qw_forward *f, qw_block *b, const float *mlp_i
         const bool not_ignored = false;
         const awq_target t = {rep->name, NULL, &m->shared.up, &down, &not_ignored, 1,
                               PARENT_DOWN, down};
-        search_state st = {f, b, n_seq, seq_len, n, shared_in, d, y_ref, y};
+        search_state st = {f, b, n_seq, seq_len, n, shared_in, d, y_ref, y, false};
         status = search_mapping(&st, p, &t, reporter, rep, err);
     }
     qw_free(ids);
@@ -611,9 +692,13 @@ qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hid
     float *taps_mem = qw_malloc_array((size_t)(n * (2 * d + qw + ff)), sizeof *taps_mem);
     float *y_ref = qw_malloc_array((size_t)(n * d), sizeof *y_ref);
     float *y = qw_malloc_array((size_t)(n * d), sizeof *y);
-    qw_status status = copy && taps_mem && y_ref && y ? QW_OK : oom(err);
+    /* the statistics pass leaves the parents' reference outputs: the attention's in y_ref
+     * (good until a mapping reuses that buffer), a dense MLP's in its own */
+    float *mlp_ref = b->moe ? NULL : qw_malloc_array((size_t)(n * d), sizeof *mlp_ref);
+    qw_status status = copy && taps_mem && y_ref && y && (b->moe || mlp_ref) ? QW_OK : oom(err);
     qw_block_taps taps = {taps_mem, taps_mem + n * d, taps_mem + n * (d + qw),
-                          taps_mem + n * (2 * d + qw)};
+                          taps_mem + n * (2 * d + qw), y_ref, mlp_ref};
+    bool attn_ref_ready = true;
     if (status == QW_OK) {
         memcpy(copy, hidden, (size_t)(n * d) * sizeof *copy);
         status = qw_block_forward(f, b, copy, n_seq, seq_len, &taps, err);
@@ -639,7 +724,15 @@ qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hid
             continue;
         }
         /* every parent (attention, o_proj, mlp, down_proj) writes hidden-size rows */
-        search_state st = {f, b, n_seq, seq_len, n, inputs[m->input], d, y_ref, y};
+        search_state st = {f, b, n_seq, seq_len, n, inputs[m->input], d, y_ref, y, false};
+        if (m->parent == PARENT_ATTENTION && attn_ref_ready) {
+            st.ref_ready = true;
+        } else if (m->parent == PARENT_MLP) {
+            st.y_ref = mlp_ref;
+            st.ref_ready = true;
+        } else {
+            attn_ref_ready = false; /* y_ref is this mapping's now */
+        }
         qw_linear *balance[3];
         bool ignored[3];
         int n_balance = 0;
@@ -664,5 +757,6 @@ qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hid
     qw_free(taps_mem);
     qw_free(y_ref);
     qw_free(y);
+    qw_free(mlp_ref);
     return status;
 }

@@ -34,6 +34,11 @@ typedef struct qw_awq_params {
      * skipped */
     unsigned ignored;
     qw_pool *pool; /* splits the fake quantization of weight rows; NULL: one thread */
+    /* With at least 2 * rank_stride calibration sequences, a mapping whose parent is the
+     * attention or the MLP first ranks every candidate on each rank_stride-th sequence only;
+     * the few best (and plain rounding) are then judged on all tokens, which decides. 0 or 1:
+     * every candidate on every token, as llm-compressor. */
+    int rank_stride;
 } qw_awq_params;
 
 typedef struct qw_awq_mapping_report {

@@ -82,6 +82,8 @@ typedef struct qw_block_taps {
     float *mlp_in;  /* normed input of gate/up [hidden] */
     float *down_in; /* act(gate) * up [intermediate]; not written by a MoE layer, whose
                      * experts' down_proj inputs are per expert (qw_moe_route, qw_mlp_forward) */
+    float *attn_out; /* self_attn's output, before any post-norm and the residual [hidden] */
+    float *mlp_out;  /* the MLP's (a MoE layer's: the sparse block's) output, likewise */
 } qw_block_taps;
 
 typedef struct qw_forward qw_forward;

@@ -1034,6 +1034,9 @@ qw_status qw_block_forward(const qw_forward *f, const qw_block *b, float *hidden
         rms_norm(hidden, b->attn_norm, n, d, f->rms_eps, normed);
         if (taps->attn_in) memcpy(taps->attn_in, normed, (size_t)(n * d) * sizeof *normed);
         st = qw_block_attention(f, b, normed, n_seq, seq_len, delta, taps->o_in, err);
+        if (st == QW_OK && taps->attn_out) {
+            memcpy(taps->attn_out, delta, (size_t)(n * d) * sizeof *delta);
+        }
     }
     /* Gemma 2/3 normalize each sub-layer's output before the residual add, and the MLP's
      * input with pre_feedforward_layernorm; the others use post_attention_layernorm there */
@@ -1044,6 +1047,9 @@ qw_status qw_block_forward(const qw_forward *f, const qw_block *b, float *hidden
         rms_norm(hidden, sandwich ? b->pre_ffn_norm : b->ffn_norm, n, d, f->rms_eps, normed);
         if (taps->mlp_in) memcpy(taps->mlp_in, normed, (size_t)(n * d) * sizeof *normed);
         st = qw_block_mlp(f, b, normed, n, delta, taps->down_in, err);
+        if (st == QW_OK && taps->mlp_out) {
+            memcpy(taps->mlp_out, delta, (size_t)(n * d) * sizeof *delta);
+        }
     }
     if (st == QW_OK) {
         if (sandwich) rms_norm(delta, b->post_ffn_norm, n, d, f->rms_eps, delta);

@@ -82,12 +82,23 @@ def run_hf(model_dir, ids: np.ndarray, taps_layer=None):
                           ("mlp_in", layer.mlp.gate_proj), ("down_in", layer.mlp.down_proj)):
             hooks.append(mod.register_forward_hook(
                 lambda m, inp, out, name=name: taps.__setitem__(name, inp[0].detach().numpy())))
+        hooks += output_hooks(layer, taps)
     with torch.no_grad():
         out = model(torch.tensor(ids, dtype=torch.long), output_hidden_states=True)
     for h in hooks:
         h.remove()
     hidden = [h.numpy() for h in out.hidden_states]
     return hidden, out.logits.numpy(), taps, model.config
+
+
+def output_hooks(layer, taps):
+    """Hooks that keep the attention's and the MLP's outputs (attn_out, mlp_out taps)."""
+    def keep(key):
+        def hook(m, inp, out):
+            taps[key] = (out[0] if isinstance(out, tuple) else out).detach().numpy()
+        return hook
+    return [layer.self_attn.register_forward_hook(keep("attn_out")),
+            layer.mlp.register_forward_hook(keep("mlp_out"))]
 
 
 def _close(got, want, what):
@@ -124,10 +135,11 @@ def test_hidden_states_and_logits_equal_transformers(checkpoint, tmp_path, name)
     _compare(flat, hidden, logits, cfg)
     widths = {"attn_in": cfg.hidden_size, "o_in": cfg.num_attention_heads * (
         getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads),
-        "mlp_in": cfg.hidden_size, "down_in": cfg.intermediate_size}
+        "mlp_in": cfg.hidden_size, "down_in": cfg.intermediate_size,
+        "attn_out": cfg.hidden_size, "mlp_out": cfg.hidden_size}
     offset = 0
     n = N_SEQ * SEQ_LEN
-    for key in ("attn_in", "o_in", "mlp_in", "down_in"):
+    for key in ("attn_in", "o_in", "mlp_in", "down_in", "attn_out", "mlp_out"):
         got = taps[offset: offset + n * widths[key]].reshape(N_SEQ, SEQ_LEN, widths[key])
         offset += n * widths[key]
         _close(got, hf_taps[key], f"tap {key}")

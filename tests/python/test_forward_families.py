@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import hf_fixtures
-from test_forward import N_SEQ, SEQ_LEN, _close, _compare, _ids, run_c
+from test_forward import N_SEQ, SEQ_LEN, _close, _compare, _ids, output_hooks, run_c
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -71,6 +71,7 @@ def run_hf(model_dir, ids, family, taps_layer):
                          TAP_MODULES.get(family, DEFAULT_TAPS)):
         hooks.append(layer.get_submodule(path).register_forward_hook(
             lambda m, inp, out, key=key: taps.__setitem__(key, inp[0].detach().numpy())))
+    hooks += output_hooks(layer, taps)
     with torch.no_grad():
         out = model(torch.tensor(ids, dtype=torch.long), output_hidden_states=True)
     for h in hooks:
@@ -88,9 +89,10 @@ def test_hidden_states_and_logits_equal_transformers(checkpoint, tmp_path, name)
     _compare(flat, hidden, logits, cfg)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     widths = {"attn_in": cfg.hidden_size, "o_in": cfg.num_attention_heads * head_dim,
-              "mlp_in": cfg.hidden_size, "down_in": cfg.intermediate_size}
+              "mlp_in": cfg.hidden_size, "down_in": cfg.intermediate_size,
+              "attn_out": cfg.hidden_size, "mlp_out": cfg.hidden_size}
     offset, n = 0, N_SEQ * SEQ_LEN
-    for key in ("attn_in", "o_in", "mlp_in", "down_in"):
+    for key in ("attn_in", "o_in", "mlp_in", "down_in", "attn_out", "mlp_out"):
         got = taps[offset: offset + n * widths[key]].reshape(N_SEQ, SEQ_LEN, widths[key])
         offset += n * widths[key]
         _close(got, hf_taps[key], f"tap {key}")

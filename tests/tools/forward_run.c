@@ -7,7 +7,8 @@
  * ids.i32 holds n_seq * seq_len little-endian int32 ids. out.f32 receives, as raw f32: the
  * embeddings, the output of every block, then the logits (after the final norm and head) —
  * (n_layer + 1) * n_tokens * hidden + n_tokens * vocab values. With --taps, the block `layer`'s
- * attn_in, o_in, mlp_in and down_in activations are written one after the other to taps.f32.
+ * attn_in, o_in, mlp_in and down_in activations, then its attention's and MLP's outputs
+ * (attn_out, mlp_out), are written one after the other to taps.f32.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +55,7 @@ static qw_status run(const run_args *a, qw_error *err) {
     if (st == QW_OK) {
         hidden = qw_malloc_array((size_t)(n * d), sizeof *hidden);
         logits = qw_malloc_array((size_t)(n * qw_forward_vocab(f)), sizeof *logits);
-        taps_buf = qw_malloc_array((size_t)(n * (2 * d + qw + ff)), sizeof *taps_buf);
+        taps_buf = qw_malloc_array((size_t)(n * (4 * d + qw + ff)), sizeof *taps_buf);
         out = fopen(a->out_path, "wb");
         if (!hidden || !logits || !taps_buf) st = qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
         if (st == QW_OK && !out) st = qw_fail(err, QW_ERR_IO, "%s: cannot create", a->out_path);
@@ -62,8 +63,12 @@ static qw_status run(const run_args *a, qw_error *err) {
     if (st == QW_OK) st = qw_forward_embed(f, (const int32_t *)ids_data, n, hidden, err);
     if (st == QW_OK) st = write_floats(out, hidden, n * d, a->out_path, err);
     for (int64_t layer = 0; st == QW_OK && layer < qw_forward_n_layer(f); layer++) {
-        qw_block_taps taps = {taps_buf, taps_buf + n * d, taps_buf + n * (d + qw),
-                              taps_buf + n * (2 * d + qw)};
+        qw_block_taps taps = {taps_buf,
+                              taps_buf + n * d,
+                              taps_buf + n * (d + qw),
+                              taps_buf + n * (2 * d + qw),
+                              taps_buf + n * (2 * d + qw + ff),
+                              taps_buf + n * (3 * d + qw + ff)};
         bool tapped = a->taps_path && layer == a->taps_layer;
         st = qw_block_load(f, layer, &b, err);
         if (st == QW_OK) st = qw_block_forward(f, b, hidden, a->n_seq, a->seq_len,
@@ -71,7 +76,7 @@ static qw_status run(const run_args *a, qw_error *err) {
         if (st == QW_OK) st = write_floats(out, hidden, n * d, a->out_path, err);
         if (st == QW_OK && tapped) {
             taps_out = fopen(a->taps_path, "wb");
-            st = taps_out ? write_floats(taps_out, taps_buf, n * (2 * d + qw + ff), a->taps_path,
+            st = taps_out ? write_floats(taps_out, taps_buf, n * (4 * d + qw + ff), a->taps_path,
                                          err)
                           : qw_fail(err, QW_ERR_IO, "%s: cannot create", a->taps_path);
         }
