@@ -1355,6 +1355,22 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     return binary(b, "add", n1, x, d);
 }
 
+/* Positions 0..S-1 of input_ids as an exclusive running sum of ones shaped like it (so no op
+ * needs the length as a number); *zero is the int32 0 and *zeros ids * 0, which the callers use
+ * again. */
+static mv sequence_positions(cm_build *b, mv ids, mv *zero, mv *zeros) {
+    *zero = qw_mil_const_i32(b->m, "zero_i32", (const int32_t[]){0}, 1, 0);
+    mv one = qw_mil_const_i32(b->m, "one_i32", (const int32_t[]){1}, 1, 0);
+    *zeros = binary(b, "mul", "ids_zeros", ids, *zero);
+    mv ones = binary(b, "add", "ids_ones", *zeros, one);
+    mv cax = qw_mil_const_i32(b->m, "positions_axis", (const int32_t[]){1}, 1, 0);
+    mv excl = qw_mil_const_bool(b->m, "positions_exclusive", true);
+    mv rev = qw_mil_const_bool(b->m, "positions_reverse", false);
+    return qw_mil_op(b->m, "cumsum", "positions",
+                     ARGS(A("x", ones), A("axis", cax), A("exclusive", excl), A("reverse", rev)),
+                     ones);
+}
+
 /* inv_freq as transformers initialises it (f32 powers), with linear or llama3 scaling */
 static void rope_inv_freq(const cm_plan *p, float *inv) {
     const qw_hparams *hp = &p->hp;
@@ -1499,17 +1515,8 @@ static void build_program(cm_build *b, qw_reporter *r) {
     mv x = qw_mil_op(b->m, "gather", "embed",
                      ARGS(A("x", embed), A("indices", ids), A("axis", axis0), A("batch_dims", bd0)),
                      qw_mil_type(QW_MIL_FP16, 3, xd));
-    /* positions 0..S-1 as an exclusive running sum of ones shaped like the input */
-    mv zero = qw_mil_const_i32(b->m, "zero_i32", (const int32_t[]){0}, 1, 0);
-    mv one = qw_mil_const_i32(b->m, "one_i32", (const int32_t[]){1}, 1, 0);
-    mv zeros = binary(b, "mul", "ids_zeros", ids, zero);
-    mv ones = binary(b, "add", "ids_ones", zeros, one);
-    mv cax = qw_mil_const_i32(b->m, "positions_axis", (const int32_t[]){1}, 1, 0);
-    mv excl = qw_mil_const_bool(b->m, "positions_exclusive", true);
-    mv rev = qw_mil_const_bool(b->m, "positions_reverse", false);
-    mv pos = qw_mil_op(b->m, "cumsum", "positions",
-                       ARGS(A("x", ones), A("axis", cax), A("exclusive", excl), A("reverse", rev)),
-                       ones);
+    mv zero, zeros;
+    mv pos = sequence_positions(b, ids, &zero, &zeros);
     cm_shared sh;
     cm_kv kv;
     sh.kv = NULL;
@@ -1717,16 +1724,8 @@ static void build_encoder(cm_build *b, qw_reporter *r) {
     const int64_t in_dims[2] = {p->settings.batch, QW_MIL_DYN};
     mv ids = qw_mil_input(b->m, "input_ids", QW_MIL_INT32, 2, in_dims);
     mv am = qw_mil_input(b->m, "attention_mask", QW_MIL_INT32, 2, in_dims);
-    mv zero = qw_mil_const_i32(b->m, "zero_i32", (const int32_t[]){0}, 1, 0);
-    mv one = qw_mil_const_i32(b->m, "one_i32", (const int32_t[]){1}, 1, 0);
-    mv zeros = binary(b, "mul", "ids_zeros", ids, zero);
-    mv ones = binary(b, "add", "ids_ones", zeros, one);
-    mv cax = qw_mil_const_i32(b->m, "positions_axis", (const int32_t[]){1}, 1, 0);
-    mv excl = qw_mil_const_bool(b->m, "positions_exclusive", true);
-    mv rev = qw_mil_const_bool(b->m, "positions_reverse", false);
-    mv pos = qw_mil_op(b->m, "cumsum", "positions",
-                       ARGS(A("x", ones), A("axis", cax), A("exclusive", excl), A("reverse", rev)),
-                       ones);
+    mv zero, zeros;
+    mv pos = sequence_positions(b, ids, &zero, &zeros);
     static const struct {
         const char *tensor, *mil;
     } EMBEDDINGS[] = {
