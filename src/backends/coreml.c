@@ -1,6 +1,7 @@
 /*
  * The Core ML backend: an .mlpackage holding an ML Program (MIL) written straight from the
- * checkpoint — no tracing — for the llama family (Llama, Mistral, Qwen2, Qwen3): input_ids and
+ * checkpoint — no tracing — for the llama family (Llama, Mistral, Qwen2, Qwen3; Gemma with its
+ * 1 + w norms, scaled embeddings and GELU, DECODER_VARIANTS): input_ids and
  * attention_mask (int32, [batch, 1..seq_length]) in, logits (float32) out, float16 compute
  * (research/coreml.md); and for BERT encoders, last_hidden_state (float32) out (FAMILIES: one
  * row per kind of program).
@@ -184,6 +185,7 @@ typedef struct cm_build cm_build;
 typedef struct cm_plan {
     qw_hf_view *view;
     const cm_family *family;
+    const char *arch_name; /* the model's architecture row ("llama", "gemma", "bert", ...) */
     qw_hparams hp;
     int64_t head_dim;
     cm_settings settings;
@@ -195,6 +197,10 @@ typedef struct cm_plan {
     const char *format;
     bool tied;
     double rms_eps, rope_theta;
+    float norm_offset;       /* Gemma: its norms multiply by 1 + w */
+    float embed_scale;       /* Gemma: embeddings times sqrt(hidden); 0 = none */
+    const char *mlp_act;     /* the gate's activation: a MIL op */
+    const char *mlp_gelu_mode; /* its mode for gelu, else NULL */
     /* encoders */
     const char *prefix;     /* "bert." for the task models' checkpoints, else "" */
     double norm_eps;        /* LayerNorm epsilon */
@@ -265,13 +271,62 @@ static cm_role decoder_role(const cm_plan *p, const char *name) {
 
 static qw_status check_tensors(const cm_plan *p, qw_error *err);
 
+/* What sets a decoder architecture apart from Llama's (forward_cpu.c knows the same facts for
+ * the AWQ pass): Gemma multiplies its norms by 1 + w, scales the embeddings by sqrt(hidden),
+ * names its activation hidden_activation and means the tanh GELU by "gelu". */
+static const struct {
+    const char *arch;
+    float norm_offset;
+    bool embed_scale;
+    const char *act_key;
+    bool gelu_is_tanh;
+} DECODER_VARIANTS[] = {
+    {"gemma", 1.0f, true, "hidden_activation", true},
+};
+
+/* config.json's activation -> the MIL op (and gelu's mode) computing it as transformers does */
+static const struct {
+    const char *name, *op, *gelu_mode;
+} DECODER_ACTIVATIONS[] = {
+    {"silu", "silu", NULL},
+    {"gelu_pytorch_tanh", "gelu", "TANH_APPROXIMATION"},
+    {"gelu_new", "gelu", "TANH_APPROXIMATION"},
+    {"gelu", "gelu", "EXACT"},
+};
+
 static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
     const qw_hparams *hp = &p->hp;
-    const json_t *act = json_object_get(config, "hidden_act");
-    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu") != 0)) {
-        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "hidden_act", -1,
-                          "config.json: hidden_act \"%s\" is not supported by the coreml backend "
-                          "(silu is)", json_is_string(act) ? json_string_value(act) : "?");
+    const char *act_key = "hidden_act";
+    bool gelu_is_tanh = false;
+    for (size_t i = 0; i < sizeof DECODER_VARIANTS / sizeof DECODER_VARIANTS[0]; i++) {
+        if (strcmp(p->arch_name, DECODER_VARIANTS[i].arch) == 0) {
+            p->norm_offset = DECODER_VARIANTS[i].norm_offset;
+            if (DECODER_VARIANTS[i].embed_scale) p->embed_scale = sqrtf((float)hp->n_embd);
+            act_key = DECODER_VARIANTS[i].act_key;
+            gelu_is_tanh = DECODER_VARIANTS[i].gelu_is_tanh;
+        }
+    }
+    const json_t *act = json_object_get(config, act_key);
+    if (!json_is_string(act)) {
+        act_key = "hidden_act";
+        act = json_object_get(config, act_key);
+    }
+    if (act && !json_is_string(act)) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, act_key, -1, "config.json: %s is not a string",
+                          act_key);
+    }
+    const char *name = act ? json_string_value(act) : "silu";
+    if (gelu_is_tanh && strcmp(name, "gelu") == 0) name = "gelu_pytorch_tanh";
+    for (size_t i = 0; i < sizeof DECODER_ACTIVATIONS / sizeof DECODER_ACTIVATIONS[0]; i++) {
+        if (strcmp(name, DECODER_ACTIVATIONS[i].name) == 0) {
+            p->mlp_act = DECODER_ACTIVATIONS[i].op;
+            p->mlp_gelu_mode = DECODER_ACTIVATIONS[i].gelu_mode;
+        }
+    }
+    if (!p->mlp_act) {
+        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, act_key, -1,
+                          "config.json: %s \"%s\" is not supported by the coreml backend (silu, "
+                          "gelu, gelu_new and gelu_pytorch_tanh are)", act_key, name);
     }
     if (hp->rope_type[0] && strcmp(hp->rope_type, "default") != 0 &&
         strcmp(hp->rope_type, "linear") != 0 && strcmp(hp->rope_type, "llama3") != 0) {
@@ -432,7 +487,7 @@ struct cm_family {
     bool generates; /* a causal LM: `stateful` can keep its key/value cache */
 };
 
-static const char *const DECODER_ARCHS[] = {"llama", "qwen2", "qwen3", NULL};
+static const char *const DECODER_ARCHS[] = {"llama", "qwen2", "qwen3", "gemma", NULL};
 static const char *const ENCODER_ARCHS[] = {"bert", NULL};
 
 static const cm_family FAMILIES[] = {
@@ -521,6 +576,7 @@ static qw_status coreml_plan_build(const qw_run_context *ctx, const char *format
     QW_TRY(qw_hparams_from_config(config, "config.json", &p->hp, err));
     p->family = family_of(ctx->model);
     if (!p->family) return coreml_check_model(ctx->model, err);
+    p->arch_name = ctx->model->arch ? ctx->model->arch->name : ctx->model->arch_name;
     QW_TRY(p->family->check_config(p, config, err));
     QW_TRY(check_tensors(p, err));
     if (p->settings.stateful) QW_TRY(check_stateful(p, err));
@@ -1054,6 +1110,26 @@ static mv matmul(cm_build *b, const char *name, mv x, mv y, bool transpose_y) {
                      ARGS(A("x", x), A("y", y), A("transpose_x", tx), A("transpose_y", ty)), out);
 }
 
+/* A norm's weight as the program multiplies by it: w, or Gemma's 1 + w (a vector: never
+ * compressed, written in fp16 as every other weight) */
+static mv norm_weight(cm_build *b, const qw_hf_tensor *t, const char *mil_name) {
+    if (b->p->norm_offset == 0.0f) return weight(b, t, mil_name);
+    if (!ok(b)) return (mv){0};
+    const int64_t n = t->ne[0] * t->n_rows;
+    if (t->n_dims != 1 || !read_rows(b, t, 0, t->n_rows)) {
+        if (ok(b)) {
+            qw_error e = {0};
+            fail(b, &e, qw_fail_at(&e, QW_ERR_CORRUPT, t->name, -1,
+                                   "norm \"%s\" is not a vector", t->name));
+        }
+        return (mv){0};
+    }
+    b->n_params += (uint64_t)n;
+    for (int64_t i = 0; i < n; i++) b->half[i] = qw_fp32_to_fp16(b->rows[i] + b->p->norm_offset);
+    const int64_t dims[1] = {n};
+    return qw_mil_const_data(b->m, mil_name, QW_MIL_FP16, 1, dims, b->half, (size_t)n * 2);
+}
+
 /* RMSNorm in float32 as transformers computes it (mean of squares in f32, so x^2 cannot
  * overflow fp16), the result back in fp16 times the weight. */
 static mv rms_norm(cm_build *b, const char *pre, mv x, mv w) {
@@ -1179,7 +1255,7 @@ static mv project_heads(cm_build *b, const char *pre, mv h, const char *proj, lo
             tensor(b, false, "model.layers.%lld.self_attn.%s.weight", layer, norm_name);
         if (nt) {
             join(n1, sizeof n1, pre, "_norm_weight");
-            mv nw = weight(b, nt, n1);
+            mv nw = norm_weight(b, nt, n1);
             join(n1, sizeof n1, pre, "_norm");
             r = rms_norm(b, n1, r, nw);
         }
@@ -1279,7 +1355,7 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
         tensor(b, true, "model.layers.%lld.post_attention_layernorm.weight", layer);
     if (!t1 || !t2) return (mv){0};
     join(n1, sizeof n1, pre, "_input_norm_weight");
-    mv w1 = weight(b, t1, n1);
+    mv w1 = norm_weight(b, t1, n1);
     join(n1, sizeof n1, pre, "_input_norm");
     mv h = rms_norm(b, n1, x, w1);
     join(n1, sizeof n1, pre, "_q");
@@ -1328,7 +1404,7 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     x = binary(b, "add", n1, x, attn);
 
     join(n1, sizeof n1, pre, "_post_norm_weight");
-    mv w2 = weight(b, t2, n1);
+    mv w2 = norm_weight(b, t2, n1);
     join(n1, sizeof n1, pre, "_post_norm");
     mv h2 = rms_norm(b, n1, x, w2);
     static const char *const MLP[] = {"gate", "up", "down"};
@@ -1346,7 +1422,15 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     join(n1, sizeof n1, pre, "_up");
     mv u = linear(b, n1, h2, mw[1], NULL);
     join(n1, sizeof n1, pre, "_act");
-    mv a = unary(b, "silu", n1, g);
+    mv a;
+    if (p->mlp_gelu_mode) {
+        char key[160];
+        join(key, sizeof key, n1, "_mode");
+        mv mode = qw_mil_const_str(b->m, key, p->mlp_gelu_mode);
+        a = qw_mil_op(b->m, "gelu", n1, ARGS(A("x", g), A("mode", mode)), g);
+    } else {
+        a = unary(b, p->mlp_act, n1, g);
+    }
     join(n1, sizeof n1, pre, "_gated");
     mv gu = binary(b, "mul", n1, a, u);
     join(n1, sizeof n1, pre, "_down");
@@ -1515,6 +1599,10 @@ static void build_program(cm_build *b, qw_reporter *r) {
     mv x = qw_mil_op(b->m, "gather", "embed",
                      ARGS(A("x", embed), A("indices", ids), A("axis", axis0), A("batch_dims", bd0)),
                      qw_mil_type(QW_MIL_FP16, 3, xd));
+    if (p->embed_scale != 0.0f) { /* Gemma: times sqrt(hidden), in the compute dtype */
+        mv scale = qw_mil_const_f16(b->m, "embed_scale", p->embed_scale);
+        x = binary(b, "mul", "embed_scaled", x, scale);
+    }
     mv zero, zeros;
     mv pos = sequence_positions(b, ids, &zero, &zeros);
     cm_shared sh;
@@ -1551,7 +1639,7 @@ static void build_program(cm_build *b, qw_reporter *r) {
     }
     const qw_hf_tensor *nt = tensor(b, true, "model.norm.weight");
     if (!nt) return;
-    mv nw = weight(b, nt, "norm_weight");
+    mv nw = norm_weight(b, nt, "norm_weight");
     mv h = rms_norm(b, "norm", x, nw);
     mv head = embed;
     const qw_hf_tensor *lt = tensor(b, false, "lm_head.weight");
@@ -1933,7 +2021,7 @@ static qw_status coreml_check_model(const qw_model *m, qw_error *err) {
     const char *arch = m->arch ? m->arch->name : m->arch_name;
     return qw_fail_at(err, QW_ERR_UNSUPPORTED_ARCH, "architecture", -1,
                       "%s: the coreml backend does not write architecture \"%s\" yet (it writes "
-                      "llama, mistral, qwen2 and qwen3 causal LMs and BERT encoders)",
+                      "llama, mistral, qwen2, qwen3 and gemma causal LMs and BERT encoders)",
                       m->path, arch ? arch : "?");
 }
 

@@ -13,6 +13,7 @@ Nothing on Linux can run an ML Program, so a device run is not part of this file
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import pathlib
@@ -37,7 +38,8 @@ SEQ_LENGTH = 64
 # Small checkpoints covering what the program has to get right: GQA with llama3 rope scaling
 # and a tied head (llama), q/k/v biases (qwen2), per-head q/k norms, an untied head and a
 # k_proj of exactly 2048 elements, which coremltools' threshold leaves uncompressed (qwen3),
-# and a single key/value head in float32 (mistral).
+# a single key/value head in float32 (mistral), and Gemma's 1 + w norms, scaled embeddings,
+# tanh GELU and a head size other than hidden / heads (gemma).
 CHECKPOINTS = {
     "llama": dict(family="llama", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
                   heads=4, kv_heads=2,
@@ -50,6 +52,8 @@ CHECKPOINTS = {
                   hidden=64, heads=4, kv_heads=2, intermediate=128),
     "mistral": dict(family="mistral", tokenizer="llama2", tied=False, dtype="f32", hidden=160,
                     heads=5, kv_heads=1, intermediate=320),
+    "gemma": dict(family="gemma", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
+                  heads=4, kv_heads=1, head_dim=32, intermediate=256),
 }
 
 
@@ -326,7 +330,8 @@ def test_program_matches_transformers(packages, key):
     pkg = packages(key, "float16")
     ck = packages.checkpoint(key)
     rng = np.random.default_rng(7)
-    ids = rng.integers(0, 32000, size=(1, 13)).astype(np.int32)
+    vocab = json.loads((ck / "config.json").read_text())["vocab_size"]
+    ids = rng.integers(0, vocab, size=(1, 13)).astype(np.int32)
     # left padding: the first two keys are masked out; positions still count from 0 as
     # transformers counts them without position_ids
     mask = np.ones_like(ids)
@@ -477,9 +482,9 @@ def test_bad_options_and_families_leave_nothing(qwodel_bin, packages, tmp_path):
     proc = run_qwodel(qwodel_bin, "quantize", ck, "-b", "coreml", "-f", "int3", "-o", out,
                       check=False)
     assert proc.returncode != 0 and "int3" in proc.stderr
-    gemma = hf_fixtures.make_checkpoint(tmp_path / "gemma", "gemma", tokenizer="llama2",
-                                        tied=True, hidden=64, heads=4, kv_heads=1)
-    proc = run_qwodel(qwodel_bin, "quantize", gemma, "-b", "coreml", "-o", out, check=False)
+    phi3 = hf_fixtures.make_checkpoint(tmp_path / "phi3", "phi3", tokenizer="llama2",
+                                       tied=False, hidden=64, heads=4)
+    proc = run_qwodel(qwodel_bin, "quantize", phi3, "-b", "coreml", "-o", out, check=False)
     assert proc.returncode != 0 and "coreml backend does not write" in proc.stderr
     assert not out.exists() or not any(out.iterdir())
 

@@ -312,7 +312,8 @@ def test_generation_matches_transformers(stateful, key):
     """Each family, float16: prefill and step-by-step logits equal transformers' logits of the
     whole sequence, with the first two tokens left-padded."""
     pkg = stateful(key, "float16")
-    ids = np.random.default_rng(7).integers(0, 32000, size=(1, 13)).astype(np.int32)
+    vocab = json.loads((stateful.checkpoint(key) / "config.json").read_text())["vocab_size"]
+    ids = np.random.default_rng(7).integers(0, vocab, size=(1, 13)).astype(np.int32)
     mask = np.ones_like(ids)
     mask[0, :2] = 0
     ours = generate(pkg, ids, mask, CHUNKS)
