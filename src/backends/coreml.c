@@ -1,8 +1,9 @@
 /*
  * The Core ML backend: an .mlpackage holding an ML Program (MIL) written straight from the
- * checkpoint — no tracing — for the llama family (Llama, Mistral, Qwen2, Qwen3; Gemma with its
- * 1 + w norms, scaled embeddings and GELU, DECODER_VARIANTS): input_ids and
- * attention_mask (int32, [batch, 1..seq_length]) in, logits (float32) out, float16 compute
+ * checkpoint — no tracing — for the llama family (Llama, Mistral, Qwen2, Qwen3; Gemma 1 and 2 with
+ * their 1 + w norms, scaled embeddings, GELU, sandwich norms and soft caps: DECODER_VARIANTS):
+ * input_ids and attention_mask (int32, [batch, 1..seq_length]) in, logits (float32) out, float16
+ * compute
  * (research/coreml.md); and for BERT encoders, last_hidden_state (float32) out (FAMILIES: one
  * row per kind of program).
  *
@@ -201,6 +202,9 @@ typedef struct cm_plan {
     float embed_scale;       /* Gemma: embeddings times sqrt(hidden); 0 = none */
     const char *mlp_act;     /* the gate's activation: a MIL op */
     const char *mlp_gelu_mode; /* its mode for gelu, else NULL */
+    bool sandwich;             /* Gemma 2: each sublayer's output normed before the residual */
+    double score_scale;        /* queries times this: head_dim^-1/2, or query_pre_attn_scalar's */
+    double attn_softcap, final_softcap; /* tanh soft caps of scores and logits, 0 = none */
     /* encoders */
     const char *prefix;     /* "bert." for the task models' checkpoints, else "" */
     double norm_eps;        /* LayerNorm epsilon */
@@ -222,6 +226,10 @@ static const char *const BLOCK_TENSORS[] = {
     "self_attn.q_norm.weight", "self_attn.k_norm.weight",        "mlp.gate_proj.weight",
     "mlp.up_proj.weight",      "mlp.down_proj.weight",
 };
+
+/* Gemma 2's extra tensors, known only to sandwich-norm variants */
+static const char *const SANDWICH_TENSORS[] = {"pre_feedforward_layernorm.weight",
+                                               "post_feedforward_layernorm.weight"};
 
 /* coremltools' rule: rank >= 2 and more than 2048 elements; grouped tables also need the
  * output channels to divide into groups (coremltools skips the const otherwise) */
@@ -265,7 +273,10 @@ static cm_role decoder_role(const cm_plan *p, const char *name) {
                        strcmp(name, "model.norm.weight") == 0 ||
                        strcmp(name, "lm_head.weight") == 0 ||
                        is_block_tensor(name, "model.layers.", p->hp.n_layer, BLOCK_TENSORS,
-                                       sizeof BLOCK_TENSORS / sizeof BLOCK_TENSORS[0]);
+                                       sizeof BLOCK_TENSORS / sizeof BLOCK_TENSORS[0]) ||
+                       (p->sandwich &&
+                        is_block_tensor(name, "model.layers.", p->hp.n_layer, SANDWICH_TENSORS,
+                                        sizeof SANDWICH_TENSORS / sizeof SANDWICH_TENSORS[0]));
     return known ? CM_WRITTEN : CM_UNKNOWN;
 }
 
@@ -280,9 +291,13 @@ static const struct {
     bool embed_scale;
     const char *act_key;
     bool gelu_is_tanh;
+    bool sandwich; /* post_attention_layernorm on the attention's output, then
+                    * pre_/post_feedforward_layernorm around the MLP */
 } DECODER_VARIANTS[] = {
-    {"gemma", 1.0f, true, "hidden_activation", true},
+    {"gemma", 1.0f, true, "hidden_activation", true, false},
+    {"gemma2", 1.0f, true, "hidden_activation", true, true},
 };
+
 
 /* config.json's activation -> the MIL op (and gelu's mode) computing it as transformers does */
 static const struct {
@@ -304,7 +319,16 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
             if (DECODER_VARIANTS[i].embed_scale) p->embed_scale = sqrtf((float)hp->n_embd);
             act_key = DECODER_VARIANTS[i].act_key;
             gelu_is_tanh = DECODER_VARIANTS[i].gelu_is_tanh;
+            p->sandwich = DECODER_VARIANTS[i].sandwich;
         }
+    }
+    if (hp->has_attn_softcap) p->attn_softcap = hp->attn_softcap;
+    if (hp->has_final_softcap) p->final_softcap = hp->final_softcap;
+    double scalar = 0.0;
+    QW_TRY(qw_json_get_number(config, "query_pre_attn_scalar", "config.json", &scalar, NULL, err));
+    if (scalar < 0.0 || !isfinite(scalar)) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "query_pre_attn_scalar", -1,
+                          "config.json: query_pre_attn_scalar must be positive");
     }
     const json_t *act = json_object_get(config, act_key);
     if (!json_is_string(act)) {
@@ -354,6 +378,7 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
                           (long long)p->head_dim, (long long)hp->n_head, (long long)n_kv);
     }
     p->hp.n_head_kv = n_kv;
+    p->score_scale = 1.0 / sqrt(scalar > 0.0 ? scalar : (double)p->head_dim);
     p->rms_eps = hp->has_rms_eps ? hp->rms_eps : 1e-6;
     p->rope_theta = hp->has_rope_theta ? hp->rope_theta : 10000.0;
     if (!qw_hf_view_find(p->view, "model.embed_tokens.weight")) {
@@ -487,7 +512,7 @@ struct cm_family {
     bool generates; /* a causal LM: `stateful` can keep its key/value cache */
 };
 
-static const char *const DECODER_ARCHS[] = {"llama", "qwen2", "qwen3", "gemma", NULL};
+static const char *const DECODER_ARCHS[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", NULL};
 static const char *const ENCODER_ARCHS[] = {"bert", NULL};
 
 static const cm_family FAMILIES[] = {
@@ -1160,6 +1185,22 @@ static mv rms_norm(cm_build *b, const char *pre, mv x, mv w) {
     return binary(b, "mul", pre, yh, w);
 }
 
+/* Gemma 2's soft cap, cap * tanh(x / cap), in x's dtype; the result is named `pre` */
+static mv soft_cap(cm_build *b, const char *pre, mv x, double cap) {
+    char n1[160];
+    const bool f32 = x.dtype == QW_MIL_FP32;
+    join(n1, sizeof n1, pre, "_cap_inverse");
+    mv inv = f32 ? qw_mil_const_f32(b->m, n1, (float)(1.0 / cap))
+                 : qw_mil_const_f16(b->m, n1, (float)(1.0 / cap));
+    join(n1, sizeof n1, pre, "_cap_scaled");
+    mv scaled = binary(b, "mul", n1, x, inv);
+    join(n1, sizeof n1, pre, "_cap_tanh");
+    mv t = unary(b, "tanh", n1, scaled);
+    join(n1, sizeof n1, pre, "_cap");
+    mv c = f32 ? qw_mil_const_f32(b->m, n1, (float)cap) : qw_mil_const_f16(b->m, n1, (float)cap);
+    return binary(b, "mul", pre, t, c);
+}
+
 /* x * cos + rotate_half(x) * sin on [B, heads, S, head_dim] */
 static mv rope(cm_build *b, const char *pre, mv x, mv cos_t, mv sin_t) {
     if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
@@ -1376,11 +1417,15 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     v.dims[2] = QW_MIL_DYN;
     /* q scaled before the product: the same result, and smaller fp16 intermediates */
     join(n1, sizeof n1, pre, "_q_scale");
-    mv scale = qw_mil_const_f16(b->m, n1, (float)(1.0 / sqrt((double)hd)));
+    mv scale = qw_mil_const_f16(b->m, n1, (float)p->score_scale);
     join(n1, sizeof n1, pre, "_q_scaled");
     mv qs = binary(b, "mul", n1, q, scale);
     join(n1, sizeof n1, pre, "_scores");
     mv s = matmul(b, n1, qs, k, true);
+    if (p->attn_softcap > 0.0) {
+        join(n1, sizeof n1, pre, "_scores");
+        s = soft_cap(b, n1, s, p->attn_softcap);
+    }
     join(n1, sizeof n1, pre, "_scores_masked");
     mv sm = binary(b, "add", n1, s, sh->bias);
     join(n1, sizeof n1, pre, "_softmax_axis");
@@ -1400,6 +1445,14 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     mv wov = weight(b, wo, n1);
     join(n1, sizeof n1, pre, "_o");
     mv attn = linear(b, n1, of, wov, NULL);
+    if (p->sandwich) {
+        join(n1, sizeof n1, pre, "_post_attn_norm_weight");
+        mv wpa = norm_weight(b, t2, n1);
+        join(n1, sizeof n1, pre, "_post_attn_norm");
+        attn = rms_norm(b, n1, attn, wpa);
+        t2 = tensor(b, true, "model.layers.%lld.pre_feedforward_layernorm.weight", layer);
+        if (!t2) return (mv){0};
+    }
     join(n1, sizeof n1, pre, "_attn_residual");
     x = binary(b, "add", n1, x, attn);
 
@@ -1435,6 +1488,15 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     mv gu = binary(b, "mul", n1, a, u);
     join(n1, sizeof n1, pre, "_down");
     mv d = linear(b, n1, gu, mw[2], NULL);
+    if (p->sandwich) {
+        const qw_hf_tensor *t4 =
+            tensor(b, true, "model.layers.%lld.post_feedforward_layernorm.weight", layer);
+        if (!t4) return (mv){0};
+        join(n1, sizeof n1, pre, "_post_ffn_norm_weight");
+        mv w4 = norm_weight(b, t4, n1);
+        join(n1, sizeof n1, pre, "_post_ffn_norm");
+        d = rms_norm(b, n1, d, w4);
+    }
     join(n1, sizeof n1, pre, "_out");
     return binary(b, "add", n1, x, d);
 }
@@ -1645,7 +1707,8 @@ static void build_program(cm_build *b, qw_reporter *r) {
     const qw_hf_tensor *lt = tensor(b, false, "lm_head.weight");
     if (lt) head = weight(b, lt, "lm_head_weight");
     mv logits16 = linear(b, "lm_head", h, head, NULL);
-    mv logits = cast(b, "logits", logits16, "fp32");
+    mv logits = cast(b, p->final_softcap > 0.0 ? "logits_uncapped" : "logits", logits16, "fp32");
+    if (p->final_softcap > 0.0) logits = soft_cap(b, "logits", logits, p->final_softcap);
     qw_mil_output(b->m, logits);
 }
 
@@ -2021,7 +2084,8 @@ static qw_status coreml_check_model(const qw_model *m, qw_error *err) {
     const char *arch = m->arch ? m->arch->name : m->arch_name;
     return qw_fail_at(err, QW_ERR_UNSUPPORTED_ARCH, "architecture", -1,
                       "%s: the coreml backend does not write architecture \"%s\" yet (it writes "
-                      "llama, mistral, qwen2, qwen3 and gemma causal LMs and BERT encoders)",
+                      "llama, mistral, qwen2, qwen3, gemma and gemma2 causal LMs and BERT "
+                      "encoders)",
                       m->path, arch ? arch : "?");
 }
 

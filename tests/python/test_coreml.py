@@ -38,8 +38,9 @@ SEQ_LENGTH = 64
 # Small checkpoints covering what the program has to get right: GQA with llama3 rope scaling
 # and a tied head (llama), q/k/v biases (qwen2), per-head q/k norms, an untied head and a
 # k_proj of exactly 2048 elements, which coremltools' threshold leaves uncompressed (qwen3),
-# a single key/value head in float32 (mistral), and Gemma's 1 + w norms, scaled embeddings,
-# tanh GELU and a head size other than hidden / heads (gemma).
+# a single key/value head in float32 (mistral), Gemma's 1 + w norms, scaled embeddings,
+# tanh GELU and a head size other than hidden / heads (gemma), and Gemma 2's sandwich norms,
+# query_pre_attn_scalar and soft caps set low enough to bite (gemma2).
 CHECKPOINTS = {
     "llama": dict(family="llama", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
                   heads=4, kv_heads=2,
@@ -54,6 +55,11 @@ CHECKPOINTS = {
                     heads=5, kv_heads=1, intermediate=320),
     "gemma": dict(family="gemma", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
                   heads=4, kv_heads=1, head_dim=32, intermediate=256),
+    "gemma2": dict(family="gemma2", tokenizer="llama2", tied=True, dtype="f32", hidden=64,
+                   heads=4, kv_heads=2, intermediate=192,
+                   config_overrides={"attn_logit_softcapping": 2.0,
+                                     "final_logit_softcapping": 1.0,
+                                     "query_pre_attn_scalar": 24}),
 }
 
 
@@ -240,6 +246,7 @@ OPS = {
     "softmax": lambda a: _softmax(a["x"].astype(np.float32), int(a["axis"])),
     "silu": lambda a: a["x"].astype(np.float32) / (1.0 + np.exp(-a["x"].astype(np.float32))),
     "sub": lambda a: a["x"].astype(np.float32) - a["y"],
+    "tanh": lambda a: np.tanh(a["x"].astype(np.float32)),
     "relu": lambda a: np.maximum(a["x"].astype(np.float32), 0.0),
     "gelu": lambda a: _gelu(a["x"].astype(np.float64), a["mode"]),
     "tile": lambda a: np.tile(a["x"], [int(v) for v in a["reps"]]),
