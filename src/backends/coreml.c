@@ -1,7 +1,8 @@
 /*
  * The Core ML backend: an .mlpackage holding an ML Program (MIL) written straight from the
- * checkpoint — no tracing — for the llama family (Llama, Mistral, Qwen2, Qwen3; Gemma 1 and 2 with
- * their 1 + w norms, scaled embeddings, GELU, sandwich norms and soft caps: DECODER_VARIANTS):
+ * checkpoint — no tracing — for the llama family (Llama, Mistral, Qwen2, Qwen3; Gemma 1, 2 and 3
+ * with their 1 + w norms, scaled embeddings, GELU, sandwich norms, soft caps and Gemma 3's local
+ * rope: DECODER_VARIANTS):
  * input_ids and attention_mask (int32, [batch, 1..seq_length]) in, logits (float32) out, float16
  * compute
  * (research/coreml.md); and for BERT encoders, last_hidden_state (float32) out (FAMILIES: one
@@ -203,6 +204,8 @@ typedef struct cm_plan {
     const char *mlp_act;     /* the gate's activation: a MIL op */
     const char *mlp_gelu_mode; /* its mode for gelu, else NULL */
     bool sandwich;             /* Gemma 2: each sublayer's output normed before the residual */
+    bool *sliding;             /* Gemma 3 [n_layer]: the layer uses the local rope, else NULL */
+    double rope_theta_local;   /* the local layers' base (rope_local_base_freq), unscaled */
     double score_scale;        /* queries times this: head_dim^-1/2, or query_pre_attn_scalar's */
     double attn_softcap, final_softcap; /* tanh soft caps of scores and logits, 0 = none */
     /* encoders */
@@ -216,6 +219,7 @@ static void cm_plan_free(void *priv) {
     cm_plan *p = priv;
     if (!p) return;
     qw_hf_view_free(p->view);
+    qw_free(p->sliding);
     qw_free(p);
 }
 
@@ -293,10 +297,43 @@ static const struct {
     bool gelu_is_tanh;
     bool sandwich; /* post_attention_layernorm on the attention's output, then
                     * pre_/post_feedforward_layernorm around the MLP */
+    int64_t local_period; /* sliding layers with their own unscaled rope: all but every
+                           * local_period-th (sliding_window_pattern or layer_types say which);
+                           * 0 = one rope for all */
 } DECODER_VARIANTS[] = {
-    {"gemma", 1.0f, true, "hidden_activation", true, false},
-    {"gemma2", 1.0f, true, "hidden_activation", true, true},
+    {"gemma", 1.0f, true, "hidden_activation", true, false, 0},
+    {"gemma2", 1.0f, true, "hidden_activation", true, true, 0},
+    {"gemma3", 1.0f, true, "hidden_activation", true, true, 6},
 };
+
+/* Gemma 3's local layers: config.json's layer_types when given, else all but every period-th
+ * (sliding_window_pattern, when set, is the period) */
+static qw_status local_layers(cm_plan *p, const json_t *config, int64_t period, qw_error *err) {
+    const int64_t n = p->hp.n_layer;
+    p->sliding = qw_calloc((size_t)(n > 0 ? n : 1), sizeof *p->sliding);
+    if (!p->sliding) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    const json_t *types = json_object_get(config, "layer_types");
+    if (json_is_array(types)) {
+        if ((int64_t)json_array_size(types) != n) {
+            return qw_fail_at(err, QW_ERR_CORRUPT, "layer_types", -1,
+                              "config.json: layer_types has %zu entries for %lld layers",
+                              json_array_size(types), (long long)n);
+        }
+        for (int64_t i = 0; i < n; i++) {
+            const char *t = json_string_value(json_array_get(types, (size_t)i));
+            if (!t || (strcmp(t, "sliding_attention") != 0 && strcmp(t, "full_attention") != 0)) {
+                return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "layer_types", -1,
+                                  "config.json: layer_types[%lld] is not \"sliding_attention\" "
+                                  "or \"full_attention\"", (long long)i);
+            }
+            p->sliding[i] = strcmp(t, "sliding_attention") == 0;
+        }
+        return QW_OK;
+    }
+    if (p->hp.sliding_window_pattern > 0) period = p->hp.sliding_window_pattern;
+    for (int64_t i = 0; i < n; i++) p->sliding[i] = (i + 1) % period != 0;
+    return QW_OK;
+}
 
 
 /* config.json's activation -> the MIL op (and gelu's mode) computing it as transformers does */
@@ -320,6 +357,10 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
             act_key = DECODER_VARIANTS[i].act_key;
             gelu_is_tanh = DECODER_VARIANTS[i].gelu_is_tanh;
             p->sandwich = DECODER_VARIANTS[i].sandwich;
+            if (DECODER_VARIANTS[i].local_period > 0) {
+                QW_TRY(local_layers(p, config, DECODER_VARIANTS[i].local_period, err));
+                p->rope_theta_local = hp->has_rope_theta_swa ? hp->rope_theta_swa : 10000.0;
+            }
         }
     }
     if (hp->has_attn_softcap) p->attn_softcap = hp->attn_softcap;
@@ -512,7 +553,8 @@ struct cm_family {
     bool generates; /* a causal LM: `stateful` can keep its key/value cache */
 };
 
-static const char *const DECODER_ARCHS[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", NULL};
+static const char *const DECODER_ARCHS[] = {"llama",  "qwen2",  "qwen3", "gemma",
+                                            "gemma2", "gemma3", NULL};
 static const char *const ENCODER_ARCHS[] = {"bert", NULL};
 
 static const cm_family FAMILIES[] = {
@@ -1264,6 +1306,7 @@ typedef struct cm_kv {
 
 typedef struct cm_shared {
     mv cos, sin; /* [B, 1, S, head_dim] */
+    mv cos_local, sin_local; /* the local layers' (Gemma 3), when the plan has them */
     mv bias;     /* [B, 1, S, S]: 0 where a query may see a key, MASK_VALUE elsewhere (stateful:
                   * [B, 1, L, past + L]) */
     cm_kv *kv;   /* stateful programs only, else NULL */
@@ -1305,7 +1348,8 @@ static mv project_heads(cm_build *b, const char *pre, mv h, const char *proj, lo
     mv t = transpose(b, n1, r, (const int32_t[]){0, 2, 1, 3});
     if (!sh) return t;
     join(n1, sizeof n1, pre, "_rope");
-    return rope(b, n1, t, sh->cos, sh->sin);
+    const bool local = b->p->sliding && b->p->sliding[layer];
+    return rope(b, n1, t, local ? sh->cos_local : sh->cos, local ? sh->sin_local : sh->sin);
 }
 
 /* HF's repeat_kv: key/value head j serves query heads j*rep .. j*rep+rep-1 */
@@ -1518,12 +1562,13 @@ static mv sequence_positions(cm_build *b, mv ids, mv *zero, mv *zeros) {
 }
 
 /* inv_freq as transformers initialises it (f32 powers), with linear or llama3 scaling */
-static void rope_inv_freq(const cm_plan *p, float *inv) {
+static void rope_inv_freq(const cm_plan *p, double theta, bool scaled, float *inv) {
     const qw_hparams *hp = &p->hp;
     const int64_t hd = p->head_dim, half = hd / 2;
     for (int64_t i = 0; i < half; i++) {
-        inv[i] = 1.0f / powf((float)p->rope_theta, (float)(2 * i) / (float)hd);
+        inv[i] = 1.0f / powf((float)theta, (float)(2 * i) / (float)hd);
     }
+    if (!scaled) return;
     if (strcmp(hp->rope_type, "linear") == 0) {
         for (int64_t i = 0; i < half; i++) inv[i] /= (float)hp->rope_factor;
     } else if (strcmp(hp->rope_type, "llama3") == 0) {
@@ -1542,8 +1587,10 @@ static void rope_inv_freq(const cm_plan *p, float *inv) {
 }
 
 /* cos and sin of every position up to seq_length, [seq_length, head_dim] fp16, gathered by
- * position: the program never needs the sequence length as a number. */
-static void rope_tables(cm_build *b, mv pos, cm_shared *sh) {
+ * position: the program never needs the sequence length as a number. Names start with `what`
+ * ("rope", or "rope_local" for Gemma 3's local layers). */
+static void rope_table_pair(cm_build *b, mv pos, const char *what, double theta, bool scaled,
+                            mv *cos_out, mv *sin_out) {
     const cm_plan *p = b->p;
     const int64_t hd = p->head_dim, half = hd / 2, len = p->settings.seq_length;
     float *inv = qw_malloc_array((size_t)half, sizeof *inv);
@@ -1552,7 +1599,7 @@ static void rope_tables(cm_build *b, mv pos, cm_shared *sh) {
         qw_error e = {0};
         fail(b, &e, qw_fail(&e, QW_ERR_NO_MEMORY, "out of memory"));
     } else {
-        rope_inv_freq(p, inv);
+        rope_inv_freq(p, theta, scaled, inv);
     }
     for (int k = 0; inv && tab && k < 2; k++) {
         for (int64_t t = 0; t < len; t++) {
@@ -1562,24 +1609,34 @@ static void rope_tables(cm_build *b, mv pos, cm_shared *sh) {
                 tab[t * hd + i] = qw_fp32_to_fp16((float)v);
             }
         }
+        char name[64], n1[96];
+        snprintf(name, sizeof name, "%s_%s", what, k ? "sin" : "cos");
         const int64_t dims[2] = {len, hd};
-        mv table = qw_mil_const_data(b->m, k ? "rope_sin_table" : "rope_cos_table", QW_MIL_FP16,
-                                     2, dims, tab, (size_t)(len * hd) * 2);
-        mv axis = qw_mil_const_i32(b->m, k ? "rope_sin_axis" : "rope_cos_axis",
+        mv table = qw_mil_const_data(b->m, join(n1, sizeof n1, name, "_table"), QW_MIL_FP16, 2,
+                                     dims, tab, (size_t)(len * hd) * 2);
+        mv axis = qw_mil_const_i32(b->m, join(n1, sizeof n1, name, "_axis"),
                                    (const int32_t[]){0}, 1, 0);
-        mv bd = qw_mil_const_i32(b->m, k ? "rope_sin_batch_dims" : "rope_cos_batch_dims",
+        mv bd = qw_mil_const_i32(b->m, join(n1, sizeof n1, name, "_batch_dims"),
                                  (const int32_t[]){0}, 1, 0);
         const int64_t gd[3] = {pos.dims[0], pos.dims[1], hd};
-        mv g = qw_mil_op(b->m, "gather", k ? "rope_sin_rows" : "rope_cos_rows",
+        mv g = qw_mil_op(b->m, "gather", join(n1, sizeof n1, name, "_rows"),
                          ARGS(A("x", table), A("indices", pos), A("axis", axis),
                               A("batch_dims", bd)),
                          qw_mil_type(QW_MIL_FP16, 3, gd));
-        mv e = expand_dims(b, k ? "rope_sin" : "rope_cos", g, 1);
-        if (k) sh->sin = e;
-        else sh->cos = e;
+        mv e = expand_dims(b, name, g, 1);
+        if (k) *sin_out = e;
+        else *cos_out = e;
     }
     qw_free(inv);
     qw_free(tab);
+}
+
+static void rope_tables(cm_build *b, mv pos, cm_shared *sh) {
+    rope_table_pair(b, pos, "rope", b->p->rope_theta, true, &sh->cos, &sh->sin);
+    if (b->p->sliding) {
+        rope_table_pair(b, pos, "rope_local", b->p->rope_theta_local, false, &sh->cos_local,
+                        &sh->sin_local);
+    }
 }
 
 /* The stateful program's positions: input_ids holds the L new tokens and attention_mask the
@@ -2079,14 +2136,19 @@ static qw_status coreml_execute(const qw_run_context *ctx, const qw_plan *plan,
     return QW_OK;
 }
 
+/* A model of another family is refused when the quantizer is created, naming the written ones;
+ * so is Gemma 3's multimodal checkpoint (config model_type "gemma3", the text model nested), whose
+ * text model alone (Gemma3ForCausalLM, "gemma3_text") is written. */
 static qw_status coreml_check_model(const qw_model *m, qw_error *err) {
-    if (family_of(m)) return QW_OK;
+    const json_t *type = m->config ? json_object_get(m->config, "model_type") : NULL;
+    const bool multimodal = json_is_string(type) && strcmp(json_string_value(type), "gemma3") == 0;
+    if (family_of(m) && !multimodal) return QW_OK;
     const char *arch = m->arch ? m->arch->name : m->arch_name;
     return qw_fail_at(err, QW_ERR_UNSUPPORTED_ARCH, "architecture", -1,
-                      "%s: the coreml backend does not write architecture \"%s\" yet (it writes "
-                      "llama, mistral, qwen2, qwen3, gemma and gemma2 causal LMs and BERT "
+                      "%s: the coreml backend does not write %s \"%s\" yet (it writes llama, "
+                      "mistral, qwen2, qwen3, gemma, gemma2 and gemma3 text causal LMs and BERT "
                       "encoders)",
-                      m->path, arch ? arch : "?");
+                      m->path, multimodal ? "the multimodal" : "architecture", arch ? arch : "?");
 }
 
 const qw_backend_ops qw_coreml_backend = {

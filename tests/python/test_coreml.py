@@ -40,7 +40,8 @@ SEQ_LENGTH = 64
 # k_proj of exactly 2048 elements, which coremltools' threshold leaves uncompressed (qwen3),
 # a single key/value head in float32 (mistral), Gemma's 1 + w norms, scaled embeddings,
 # tanh GELU and a head size other than hidden / heads (gemma), and Gemma 2's sandwich norms,
-# query_pre_attn_scalar and soft caps set low enough to bite (gemma2).
+# query_pre_attn_scalar and soft caps set low enough to bite (gemma2), and Gemma 3's 1 + w q/k
+# norms and its local layer's own unscaled rope next to a global one with linear scaling (gemma3).
 CHECKPOINTS = {
     "llama": dict(family="llama", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
                   heads=4, kv_heads=2,
@@ -60,6 +61,10 @@ CHECKPOINTS = {
                    config_overrides={"attn_logit_softcapping": 2.0,
                                      "final_logit_softcapping": 1.0,
                                      "query_pre_attn_scalar": 24}),
+    "gemma3": dict(family="gemma3", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
+                   heads=4, kv_heads=2, intermediate=192,
+                   rope_scaling={"rope_type": "linear", "factor": 4.0},
+                   config_overrides={"layer_types": ["sliding_attention", "full_attention"]}),
 }
 
 
@@ -493,6 +498,9 @@ def test_bad_options_and_families_leave_nothing(qwodel_bin, packages, tmp_path):
                                        tied=False, hidden=64, heads=4)
     proc = run_qwodel(qwodel_bin, "quantize", phi3, "-b", "coreml", "-o", out, check=False)
     assert proc.returncode != 0 and "coreml backend does not write" in proc.stderr
+    multimodal = hf_fixtures.make_gemma3_multimodal_checkpoint(tmp_path / "gemma3mm")
+    proc = run_qwodel(qwodel_bin, "quantize", multimodal, "-b", "coreml", "-o", out, check=False)
+    assert proc.returncode != 0 and "does not write the multimodal" in proc.stderr, proc.stderr
     assert not out.exists() or not any(out.iterdir())
 
 
