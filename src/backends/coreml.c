@@ -2,7 +2,7 @@
  * The Core ML backend: an .mlpackage holding an ML Program (MIL) written straight from the
  * checkpoint — no tracing — for the llama family (Llama, Mistral, Qwen2, Qwen3; Gemma 1, 2 and 3
  * with their 1 + w norms, scaled embeddings, GELU, sandwich norms, soft caps and Gemma 3's local
- * rope: DECODER_VARIANTS):
+ * rope; Phi-3 with fused projections and longrope: DECODER_VARIANTS):
  * input_ids and attention_mask (int32, [batch, 1..seq_length]) in, logits (float32) out, float16
  * compute
  * (research/coreml.md); and for BERT encoders, last_hidden_state (float32) out (FAMILIES: one
@@ -206,6 +206,8 @@ typedef struct cm_plan {
     bool sandwich;             /* Gemma 2: each sublayer's output normed before the residual */
     bool *sliding;             /* Gemma 3 [n_layer]: the layer uses the local rope, else NULL */
     double rope_theta_local;   /* the local layers' base (rope_local_base_freq), unscaled */
+    bool fused;                /* Phi-3: qkv_proj and gate_up_proj, split after the product */
+    double rope_attn_factor;   /* longrope: cos and sin times this (1 otherwise) */
     double score_scale;        /* queries times this: head_dim^-1/2, or query_pre_attn_scalar's */
     double attn_softcap, final_softcap; /* tanh soft caps of scores and logits, 0 = none */
     /* encoders */
@@ -230,6 +232,9 @@ static const char *const BLOCK_TENSORS[] = {
     "self_attn.q_norm.weight", "self_attn.k_norm.weight",        "mlp.gate_proj.weight",
     "mlp.up_proj.weight",      "mlp.down_proj.weight",
 };
+
+/* Phi-3's fused projections, known only to fused variants */
+static const char *const FUSED_TENSORS[] = {"self_attn.qkv_proj.weight", "mlp.gate_up_proj.weight"};
 
 /* Gemma 2's extra tensors, known only to sandwich-norm variants */
 static const char *const SANDWICH_TENSORS[] = {"pre_feedforward_layernorm.weight",
@@ -280,7 +285,10 @@ static cm_role decoder_role(const cm_plan *p, const char *name) {
                                        sizeof BLOCK_TENSORS / sizeof BLOCK_TENSORS[0]) ||
                        (p->sandwich &&
                         is_block_tensor(name, "model.layers.", p->hp.n_layer, SANDWICH_TENSORS,
-                                        sizeof SANDWICH_TENSORS / sizeof SANDWICH_TENSORS[0]));
+                                        sizeof SANDWICH_TENSORS / sizeof SANDWICH_TENSORS[0])) ||
+                       (p->fused &&
+                        is_block_tensor(name, "model.layers.", p->hp.n_layer, FUSED_TENSORS,
+                                        sizeof FUSED_TENSORS / sizeof FUSED_TENSORS[0]));
     return known ? CM_WRITTEN : CM_UNKNOWN;
 }
 
@@ -300,10 +308,12 @@ static const struct {
     int64_t local_period; /* sliding layers with their own unscaled rope: all but every
                            * local_period-th (sliding_window_pattern or layer_types say which);
                            * 0 = one rope for all */
+    bool fused;           /* one qkv_proj and one gate_up_proj (gate first) */
 } DECODER_VARIANTS[] = {
-    {"gemma", 1.0f, true, "hidden_activation", true, false, 0},
-    {"gemma2", 1.0f, true, "hidden_activation", true, true, 0},
-    {"gemma3", 1.0f, true, "hidden_activation", true, true, 6},
+    {"gemma", 1.0f, true, "hidden_activation", true, false, 0, false},
+    {"gemma2", 1.0f, true, "hidden_activation", true, true, 0, false},
+    {"gemma3", 1.0f, true, "hidden_activation", true, true, 6, false},
+    {"phi3", 0.0f, false, "hidden_act", false, false, 0, true},
 };
 
 /* Gemma 3's local layers: config.json's layer_types when given, else all but every period-th
@@ -346,6 +356,38 @@ static const struct {
     {"gelu", "gelu", "EXACT"},
 };
 
+/* Phi-3's longrope, as transformers applies it: the short factors while a sequence is within
+ * original_max_position_embeddings, the long ones past it, and cos/sin scaled by
+ * attention_factor (sqrt(1 + ln(factor) / ln(original context)) when not given). A program of
+ * seq_length up to the original context only ever uses the short ones; a longer one would have
+ * to switch tables by the input's length, which this program does not do. */
+static qw_status check_longrope(cm_plan *p, const json_t *config, qw_error *err) {
+    const qw_hparams *hp = &p->hp;
+    if (hp->n_rope_factors * 2 != p->head_dim || hp->longrope_orig_ctx <= 0) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "rope_scaling", -1,
+                          "config.json: longrope rope_scaling needs head_dim / 2 = %lld long and "
+                          "short factors and original_max_position_embeddings",
+                          (long long)(p->head_dim / 2));
+    }
+    if (p->settings.seq_length > hp->longrope_orig_ctx) {
+        return qw_fail_at(err, QW_ERR_BAD_OPTION, "seq_length", -1,
+                          "seq_length %lld is past the model's original context of %lld, where "
+                          "longrope switches to its long factors by the input's length; the "
+                          "coreml backend writes programs up to that context",
+                          (long long)p->settings.seq_length, (long long)hp->longrope_orig_ctx);
+    }
+    const json_t *rs = json_object_get(config, "rope_scaling");
+    double factor = 0.0, attn = 0.0;
+    bool has_factor = false, has_attn = false;
+    QW_TRY(qw_json_get_number(rs, "factor", "config.json", &factor, &has_factor, err));
+    QW_TRY(qw_json_get_number(rs, "attention_factor", "config.json", &attn, &has_attn, err));
+    const double orig = (double)hp->longrope_orig_ctx;
+    if (!has_factor) factor = (double)hp->n_ctx / orig;
+    if (!has_attn) attn = factor <= 1.0 ? 1.0 : sqrt(1.0 + log(factor) / log(orig));
+    p->rope_attn_factor = attn;
+    return QW_OK;
+}
+
 static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
     const qw_hparams *hp = &p->hp;
     const char *act_key = "hidden_act";
@@ -357,6 +399,7 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
             act_key = DECODER_VARIANTS[i].act_key;
             gelu_is_tanh = DECODER_VARIANTS[i].gelu_is_tanh;
             p->sandwich = DECODER_VARIANTS[i].sandwich;
+            p->fused = DECODER_VARIANTS[i].fused;
             if (DECODER_VARIANTS[i].local_period > 0) {
                 QW_TRY(local_layers(p, config, DECODER_VARIANTS[i].local_period, err));
                 p->rope_theta_local = hp->has_rope_theta_swa ? hp->rope_theta_swa : 10000.0;
@@ -393,11 +436,14 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
                           "config.json: %s \"%s\" is not supported by the coreml backend (silu, "
                           "gelu, gelu_new and gelu_pytorch_tanh are)", act_key, name);
     }
+    const bool longrope = strcmp(hp->rope_type, "longrope") == 0 ||
+                          strcmp(hp->rope_type, "su") == 0;
     if (hp->rope_type[0] && strcmp(hp->rope_type, "default") != 0 &&
-        strcmp(hp->rope_type, "linear") != 0 && strcmp(hp->rope_type, "llama3") != 0) {
+        strcmp(hp->rope_type, "linear") != 0 && strcmp(hp->rope_type, "llama3") != 0 &&
+        !longrope) {
         return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "rope_scaling", -1,
                           "config.json: rope_scaling type \"%s\" is not supported by the coreml "
-                          "backend (none, linear and llama3 are)", hp->rope_type);
+                          "backend (none, linear, llama3 and longrope are)", hp->rope_type);
     }
     if (hp->partial_rotary_factor != 0.0 && hp->partial_rotary_factor != 1.0) {
         return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "partial_rotary_factor", -1,
@@ -419,6 +465,8 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
                           (long long)p->head_dim, (long long)hp->n_head, (long long)n_kv);
     }
     p->hp.n_head_kv = n_kv;
+    p->rope_attn_factor = 1.0;
+    if (longrope) QW_TRY(check_longrope(p, config, err));
     p->score_scale = 1.0 / sqrt(scalar > 0.0 ? scalar : (double)p->head_dim);
     p->rms_eps = hp->has_rms_eps ? hp->rms_eps : 1e-6;
     p->rope_theta = hp->has_rope_theta ? hp->rope_theta : 10000.0;
@@ -554,7 +602,7 @@ struct cm_family {
 };
 
 static const char *const DECODER_ARCHS[] = {"llama",  "qwen2",  "qwen3", "gemma",
-                                            "gemma2", "gemma3", NULL};
+                                            "gemma2", "gemma3", "phi3",  NULL};
 static const char *const ENCODER_ARCHS[] = {"bert", NULL};
 
 static const cm_family FAMILIES[] = {
@@ -1312,7 +1360,31 @@ typedef struct cm_shared {
     cm_kv *kv;   /* stateful programs only, else NULL */
 } cm_shared;
 
-/* [B, S, n*hd] -> [B, n, S, hd], with Qwen3's per-head norm and RoPE */
+static mv split_heads_rope(cm_build *b, const char *pre, mv y, long long layer, int64_t n_heads,
+                           const char *norm_name, const cm_shared *sh);
+
+/* x[..., begin:end] on the last axis of a rank-3 var */
+static mv last_axis_slice(cm_build *b, const char *pre, mv x, int64_t begin, int64_t end) {
+    char n1[160];
+    const int32_t bg[3] = {0, 0, (int32_t)begin}, en[3] = {0, 0, (int32_t)end};
+    const bool bm[3] = {true, true, false}, em[3] = {true, true, false};
+    join(n1, sizeof n1, pre, "_begin");
+    mv bv = qw_mil_const_i32(b->m, n1, bg, 3, 1);
+    join(n1, sizeof n1, pre, "_end");
+    mv ev = qw_mil_const_i32(b->m, n1, en, 3, 1);
+    join(n1, sizeof n1, pre, "_begin_mask");
+    mv bmv = qw_mil_const_bools(b->m, n1, bm, 3);
+    join(n1, sizeof n1, pre, "_end_mask");
+    mv emv = qw_mil_const_bools(b->m, n1, em, 3);
+    mv out = x;
+    out.dims[2] = end - begin;
+    return qw_mil_op(b->m, "slice_by_index", pre,
+                     ARGS(A("x", x), A("begin", bv), A("end", ev), A("begin_mask", bmv),
+                          A("end_mask", emv)),
+                     out);
+}
+
+/* [B, S, n*hd] -> [B, n, S, hd] from one projection, with Qwen3's per-head norm and RoPE */
 static mv project_heads(cm_build *b, const char *pre, mv h, const char *proj, long long layer,
                         int64_t n_heads, const char *norm_name, const cm_shared *sh) {
     if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
@@ -1329,6 +1401,14 @@ static mv project_heads(cm_build *b, const char *pre, mv h, const char *proj, lo
     }
     join(n1, sizeof n1, pre, "_linear");
     mv y = linear(b, n1, h, w, bt ? &bias : NULL);
+    return split_heads_rope(b, pre, y, layer, n_heads, norm_name, sh);
+}
+
+/* [B, S, n*hd] -> [B, n, S, hd], with Qwen3's per-head norm and RoPE (sh NULL: none) */
+static mv split_heads_rope(cm_build *b, const char *pre, mv y, long long layer, int64_t n_heads,
+                           const char *norm_name, const cm_shared *sh) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    char n1[160];
     const int64_t hd = b->p->head_dim, batch = b->p->settings.batch;
     const int32_t shape[4] = {(int32_t)batch, -1, (int32_t)n_heads, (int32_t)hd};
     join(n1, sizeof n1, pre, "_heads");
@@ -1443,12 +1523,35 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     mv w1 = norm_weight(b, t1, n1);
     join(n1, sizeof n1, pre, "_input_norm");
     mv h = rms_norm(b, n1, x, w1);
-    join(n1, sizeof n1, pre, "_q");
-    mv q = project_heads(b, n1, h, "q_proj", layer, nh, "q_norm", sh);
-    join(n1, sizeof n1, pre, "_k");
-    mv k = project_heads(b, n1, h, "k_proj", layer, nkv, "k_norm", sh);
-    join(n1, sizeof n1, pre, "_v");
-    mv v = project_heads(b, n1, h, "v_proj", layer, nkv, NULL, NULL);
+    mv q, k, v;
+    if (p->fused) { /* Phi-3: one product, its columns q | k | v */
+        const qw_hf_tensor *wt = tensor(b, true, "model.layers.%lld.self_attn.qkv_proj.weight",
+                                        layer);
+        if (!wt) return (mv){0};
+        join(n1, sizeof n1, pre, "_qkv_weight");
+        mv w = weight(b, wt, n1);
+        join(n1, sizeof n1, pre, "_qkv");
+        mv y = linear(b, n1, h, w, NULL);
+        const int64_t ends[3] = {nh * hd, (nh + nkv) * hd, (nh + 2 * nkv) * hd};
+        static const char *const PARTS[3] = {"_q", "_k", "_v"};
+        mv parts[3];
+        for (int i = 0; i < 3; i++) {
+            char sub[96];
+            join(sub, sizeof sub, pre, PARTS[i]);
+            join(n1, sizeof n1, sub, "_cols");
+            mv cols = last_axis_slice(b, n1, y, i ? ends[i - 1] : 0, ends[i]);
+            parts[i] = split_heads_rope(b, sub, cols, layer, i ? nkv : nh, NULL,
+                                        i < 2 ? sh : NULL);
+        }
+        q = parts[0], k = parts[1], v = parts[2];
+    } else {
+        join(n1, sizeof n1, pre, "_q");
+        q = project_heads(b, n1, h, "q_proj", layer, nh, "q_norm", sh);
+        join(n1, sizeof n1, pre, "_k");
+        k = project_heads(b, n1, h, "k_proj", layer, nkv, "k_norm", sh);
+        join(n1, sizeof n1, pre, "_v");
+        v = project_heads(b, n1, h, "v_proj", layer, nkv, NULL, NULL);
+    }
     if (sh->kv) { /* attention reads the cache: what earlier calls wrote and this call's k, v */
         k = cache_step(b, pre, layer, k, sh->kv, 0);
         v = cache_step(b, pre, layer, v, sh->kv, 1);
@@ -1504,20 +1607,36 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     mv w2 = norm_weight(b, t2, n1);
     join(n1, sizeof n1, pre, "_post_norm");
     mv h2 = rms_norm(b, n1, x, w2);
+    /* gate, up and down; Phi-3's gate_up_proj holds gate's rows, then up's */
     static const char *const MLP[] = {"gate", "up", "down"};
-    mv mw[3];
-    for (int i = 0; i < 3; i++) {
+    static const char *const MLP_WEIGHTS[] = {"_gate_weight", "_up_weight", "_down_weight"};
+    mv mw[3], g, u;
+    for (int i = p->fused ? 2 : 0; i < 3; i++) {
         const qw_hf_tensor *t =
             tensor(b, true, "model.layers.%lld.mlp.%s_proj.weight", layer, MLP[i]);
         if (!t) return (mv){0};
-        static const char *const MLP_WEIGHTS[] = {"_gate_weight", "_up_weight", "_down_weight"};
         join(n1, sizeof n1, pre, MLP_WEIGHTS[i]);
         mw[i] = weight(b, t, n1);
     }
-    join(n1, sizeof n1, pre, "_gate");
-    mv g = linear(b, n1, h2, mw[0], NULL);
-    join(n1, sizeof n1, pre, "_up");
-    mv u = linear(b, n1, h2, mw[1], NULL);
+    if (p->fused) {
+        const qw_hf_tensor *t =
+            tensor(b, true, "model.layers.%lld.mlp.gate_up_proj.weight", layer);
+        if (!t) return (mv){0};
+        join(n1, sizeof n1, pre, "_gate_up_weight");
+        mv w = weight(b, t, n1);
+        join(n1, sizeof n1, pre, "_gate_up");
+        mv y = linear(b, n1, h2, w, NULL);
+        const int64_t ff = w.dims[0] / 2;
+        join(n1, sizeof n1, pre, "_gate");
+        g = last_axis_slice(b, n1, y, 0, ff);
+        join(n1, sizeof n1, pre, "_up");
+        u = last_axis_slice(b, n1, y, ff, 2 * ff);
+    } else {
+        join(n1, sizeof n1, pre, "_gate");
+        g = linear(b, n1, h2, mw[0], NULL);
+        join(n1, sizeof n1, pre, "_up");
+        u = linear(b, n1, h2, mw[1], NULL);
+    }
     join(n1, sizeof n1, pre, "_act");
     mv a;
     if (p->mlp_gelu_mode) {
@@ -1565,8 +1684,11 @@ static mv sequence_positions(cm_build *b, mv ids, mv *zero, mv *zeros) {
 static void rope_inv_freq(const cm_plan *p, double theta, bool scaled, float *inv) {
     const qw_hparams *hp = &p->hp;
     const int64_t hd = p->head_dim, half = hd / 2;
+    const bool longrope = scaled && (strcmp(hp->rope_type, "longrope") == 0 ||
+                                     strcmp(hp->rope_type, "su") == 0);
     for (int64_t i = 0; i < half; i++) {
-        inv[i] = 1.0f / powf((float)theta, (float)(2 * i) / (float)hd);
+        const float base = powf((float)theta, (float)(2 * i) / (float)hd);
+        inv[i] = longrope ? 1.0f / (hp->rope_short_factor[i] * base) : 1.0f / base;
     }
     if (!scaled) return;
     if (strcmp(hp->rope_type, "linear") == 0) {
@@ -1605,8 +1727,9 @@ static void rope_table_pair(cm_build *b, mv pos, const char *what, double theta,
         for (int64_t t = 0; t < len; t++) {
             for (int64_t i = 0; i < hd; i++) {
                 const float angle = (float)t * inv[i % half]; /* f32, as torch */
-                const double v = k ? sin((double)angle) : cos((double)angle);
-                tab[t * hd + i] = qw_fp32_to_fp16((float)v);
+                const float v = (float)(k ? sin((double)angle) : cos((double)angle));
+                /* longrope's attention factor, applied in f32 as transformers does */
+                tab[t * hd + i] = qw_fp32_to_fp16(scaled ? v * (float)p->rope_attn_factor : v);
             }
         }
         char name[64], n1[96];
@@ -2146,8 +2269,8 @@ static qw_status coreml_check_model(const qw_model *m, qw_error *err) {
     const char *arch = m->arch ? m->arch->name : m->arch_name;
     return qw_fail_at(err, QW_ERR_UNSUPPORTED_ARCH, "architecture", -1,
                       "%s: the coreml backend does not write %s \"%s\" yet (it writes llama, "
-                      "mistral, qwen2, qwen3, gemma, gemma2 and gemma3 text causal LMs and BERT "
-                      "encoders)",
+                      "mistral, qwen2, qwen3, gemma, gemma2, gemma3 text and phi3 causal LMs and "
+                      "BERT encoders)",
                       m->path, multimodal ? "the multimodal" : "architecture", arch ? arch : "?");
 }
 

@@ -41,7 +41,9 @@ SEQ_LENGTH = 64
 # a single key/value head in float32 (mistral), Gemma's 1 + w norms, scaled embeddings,
 # tanh GELU and a head size other than hidden / heads (gemma), and Gemma 2's sandwich norms,
 # query_pre_attn_scalar and soft caps set low enough to bite (gemma2), and Gemma 3's 1 + w q/k
-# norms and its local layer's own unscaled rope next to a global one with linear scaling (gemma3).
+# norms and its local layer's own unscaled rope next to a global one with linear scaling (gemma3),
+# and Phi-3's fused qkv_proj / gate_up_proj with longrope's short factors and attention factor
+# (phi3; its original context is the package's length, so the long factors never apply).
 CHECKPOINTS = {
     "llama": dict(family="llama", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
                   heads=4, kv_heads=2,
@@ -65,6 +67,9 @@ CHECKPOINTS = {
                    heads=4, kv_heads=2, intermediate=192,
                    rope_scaling={"rope_type": "linear", "factor": 4.0},
                    config_overrides={"layer_types": ["sliding_attention", "full_attention"]}),
+    "phi3": dict(family="phi3", tokenizer="llama2", tied=False, dtype="bf16", hidden=64, heads=4,
+                 intermediate=128, rope_scaling=hf_fixtures.phi3_longrope(16),
+                 config_overrides={"original_max_position_embeddings": SEQ_LENGTH}),
 }
 
 
@@ -494,10 +499,15 @@ def test_bad_options_and_families_leave_nothing(qwodel_bin, packages, tmp_path):
     proc = run_qwodel(qwodel_bin, "quantize", ck, "-b", "coreml", "-f", "int3", "-o", out,
                       check=False)
     assert proc.returncode != 0 and "int3" in proc.stderr
-    phi3 = hf_fixtures.make_checkpoint(tmp_path / "phi3", "phi3", tokenizer="llama2",
-                                       tied=False, hidden=64, heads=4)
-    proc = run_qwodel(qwodel_bin, "quantize", phi3, "-b", "coreml", "-o", out, check=False)
-    assert proc.returncode != 0 and "coreml backend does not write" in proc.stderr
+    moe = hf_fixtures.make_checkpoint(tmp_path / "moe", "qwen3_moe", tokenizer="llama2",
+                                      tied=False, hidden=64, heads=4, moe_intermediate=32)
+    proc = run_qwodel(qwodel_bin, "quantize", moe, "-b", "coreml", "-o", out, check=False)
+    assert proc.returncode != 0 and "coreml backend does not write" in proc.stderr, proc.stderr
+    # longrope switches factors past the original context: a longer package is refused
+    phi3 = packages.checkpoint("phi3")
+    proc = run_qwodel(qwodel_bin, "quantize", phi3, "-b", "coreml", "-o", out, "--seq-length",
+                      str(2 * SEQ_LENGTH), check=False)
+    assert proc.returncode != 0 and "original context" in proc.stderr, proc.stderr
     multimodal = hf_fixtures.make_gemma3_multimodal_checkpoint(tmp_path / "gemma3mm")
     proc = run_qwodel(qwodel_bin, "quantize", multimodal, "-b", "coreml", "-o", out, check=False)
     assert proc.returncode != 0 and "does not write the multimodal" in proc.stderr, proc.stderr
