@@ -702,6 +702,33 @@ qw_status qw_hparams_from_config(const json_t *config, const char *file, qw_hpar
     return check_hparams(hp, file, err);
 }
 
+qw_status qw_sliding_layers(const json_t *config, const qw_hparams *hp, int64_t default_period,
+                            bool *sliding, qw_error *err) {
+    const int64_t n = hp->n_layer;
+    const json_t *types = json_object_get(config, "layer_types");
+    if (json_is_array(types)) {
+        if ((int64_t)json_array_size(types) != n) {
+            return qw_fail_at(err, QW_ERR_CORRUPT, "layer_types", -1,
+                              "config.json: layer_types has %zu entries for %lld layers",
+                              json_array_size(types), (long long)n);
+        }
+        for (int64_t i = 0; i < n; i++) {
+            const char *t = json_string_value(json_array_get(types, (size_t)i));
+            if (!t || (strcmp(t, "sliding_attention") != 0 && strcmp(t, "full_attention") != 0)) {
+                return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "layer_types", -1,
+                                  "config.json: layer_types[%lld] is not \"sliding_attention\" "
+                                  "or \"full_attention\"", (long long)i);
+            }
+            sliding[i] = strcmp(t, "sliding_attention") == 0;
+        }
+        return QW_OK;
+    }
+    const int64_t period = hp->sliding_window_pattern > 0 ? hp->sliding_window_pattern
+                                                          : default_period;
+    for (int64_t i = 0; i < n; i++) sliding[i] = period > 0 && (i + 1) % period != 0;
+    return QW_OK;
+}
+
 /* "<arch>.<suffix>" into buf. */
 static const char *arch_key(char *buf, size_t n, const char *arch, const char *suffix) {
     snprintf(buf, n, "%s.%s", arch, suffix);

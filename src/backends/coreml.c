@@ -316,34 +316,6 @@ static const struct {
     {"phi3", 0.0f, false, "hidden_act", false, false, 0, true},
 };
 
-/* Gemma 3's local layers: config.json's layer_types when given, else all but every period-th
- * (sliding_window_pattern, when set, is the period) */
-static qw_status local_layers(cm_plan *p, const json_t *config, int64_t period, qw_error *err) {
-    const int64_t n = p->hp.n_layer;
-    p->sliding = qw_calloc((size_t)(n > 0 ? n : 1), sizeof *p->sliding);
-    if (!p->sliding) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
-    const json_t *types = json_object_get(config, "layer_types");
-    if (json_is_array(types)) {
-        if ((int64_t)json_array_size(types) != n) {
-            return qw_fail_at(err, QW_ERR_CORRUPT, "layer_types", -1,
-                              "config.json: layer_types has %zu entries for %lld layers",
-                              json_array_size(types), (long long)n);
-        }
-        for (int64_t i = 0; i < n; i++) {
-            const char *t = json_string_value(json_array_get(types, (size_t)i));
-            if (!t || (strcmp(t, "sliding_attention") != 0 && strcmp(t, "full_attention") != 0)) {
-                return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "layer_types", -1,
-                                  "config.json: layer_types[%lld] is not \"sliding_attention\" "
-                                  "or \"full_attention\"", (long long)i);
-            }
-            p->sliding[i] = strcmp(t, "sliding_attention") == 0;
-        }
-        return QW_OK;
-    }
-    if (p->hp.sliding_window_pattern > 0) period = p->hp.sliding_window_pattern;
-    for (int64_t i = 0; i < n; i++) p->sliding[i] = (i + 1) % period != 0;
-    return QW_OK;
-}
 
 
 /* config.json's activation -> the MIL op (and gelu's mode) computing it as transformers does */
@@ -401,7 +373,10 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
             p->sandwich = DECODER_VARIANTS[i].sandwich;
             p->fused = DECODER_VARIANTS[i].fused;
             if (DECODER_VARIANTS[i].local_period > 0) {
-                QW_TRY(local_layers(p, config, DECODER_VARIANTS[i].local_period, err));
+                p->sliding = qw_calloc((size_t)hp->n_layer, sizeof *p->sliding);
+                if (!p->sliding) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+                QW_TRY(qw_sliding_layers(config, hp, DECODER_VARIANTS[i].local_period,
+                                         p->sliding, err));
                 p->rope_theta_local = hp->has_rope_theta_swa ? hp->rope_theta_swa : 10000.0;
             }
         }

@@ -71,7 +71,7 @@ struct qw_forward {
     float rms_eps;
     fwd_act act;
     int64_t sliding_window; /* 0: every earlier token is visible */
-    unsigned char *sliding; /* [n_layer]: whether the window applies; NULL: on every layer */
+    bool *sliding;          /* [n_layer]: whether the window applies; NULL: on every layer */
     float *inv_freq;        /* [head_dim / 2], rope scaling applied */
     float *inv_freq_local;  /* sliding layers' (Gemma 3), or NULL */
     float *inv_freq_long;   /* longrope beyond its original context, or NULL */
@@ -295,34 +295,13 @@ static qw_status pick_family(const json_t *config, const fwd_family **out, qw_er
     return QW_OK;
 }
 
-/* Which layers the sliding window masks: config.json's layer_types when given, else the
- * family's period (Gemma 2: even layers; Gemma 3: all but every sliding_window_pattern-th) */
+/* Which layers the sliding window masks (qw_sliding_layers; the family's period: Gemma 2 even
+ * layers, Gemma 3 all but every sliding_window_pattern-th) */
 static qw_status sliding_layers(qw_forward *f, const json_t *config, qw_error *err) {
     const int64_t n = f->hp.n_layer;
-    f->sliding = qw_calloc((size_t)(n > 0 ? n : 1), 1);
+    f->sliding = qw_calloc((size_t)(n > 0 ? n : 1), sizeof *f->sliding);
     if (!f->sliding) return oom(err);
-    const json_t *types = json_object_get(config, "layer_types");
-    if (json_is_array(types)) {
-        if ((int64_t)json_array_size(types) != n) {
-            return qw_fail_at(err, QW_ERR_CORRUPT, "layer_types", -1,
-                              "config.json: layer_types has %zu entries for %lld layers",
-                              json_array_size(types), (long long)n);
-        }
-        for (int64_t i = 0; i < n; i++) {
-            const char *t = json_string_value(json_array_get(types, (size_t)i));
-            if (!t || (strcmp(t, "sliding_attention") != 0 && strcmp(t, "full_attention") != 0)) {
-                return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "layer_types", -1,
-                                  "config.json: layer_types[%lld] is not \"sliding_attention\" "
-                                  "or \"full_attention\"", (long long)i);
-            }
-            f->sliding[i] = strcmp(t, "sliding_attention") == 0;
-        }
-        return QW_OK;
-    }
-    int64_t period = f->fam->slide_period;
-    if (f->hp.sliding_window_pattern > 0) period = f->hp.sliding_window_pattern;
-    for (int64_t i = 0; i < n; i++) f->sliding[i] = (i + 1) % period != 0;
-    return QW_OK;
+    return qw_sliding_layers(config, &f->hp, f->fam->slide_period, f->sliding, err);
 }
 
 /* Gemma's extras: the embedding scale in the model dtype (transformers multiplies by

@@ -641,6 +641,27 @@ static qw_status find_row(const hf_load *h, bool byte_fallback, bool ignore_merg
                       ignore_merges ? "true" : "false");
 }
 
+/* The vocabulary's rows: model.vocab's tokens, then added_tokens' over them, padded to the
+ * model's n_rows embedding rows (scores too when spm). */
+static qw_status fill_rows(qw_vocab *v, hf_load *h, const json_t *vocab, const json_t *added,
+                           uint32_t n_rows, bool spm, qw_error *err) {
+    const char *path = h->path;
+    int64_t max_id;
+    QW_TRY(scan_ids(h, vocab, added, &max_id, err));
+    if (max_id < 0) return qw_fail(err, QW_ERR_CORRUPT, "%s: the vocabulary is empty", path);
+    if ((uint64_t)max_id >= n_rows) {
+        return qw_fail(err, QW_ERR_CORRUPT,
+                       "%s: token id %lld does not fit the model's %u embedding rows", path,
+                       (long long)max_id, n_rows);
+    }
+    QW_TRY(qw_vocab_alloc_rows(v, n_rows, spm, path, err));
+    h->in_vocab = qw_calloc(n_rows, 1);
+    h->added = qw_calloc(n_rows, 1);
+    if (!h->in_vocab || !h->added) return qw_fail(err, QW_ERR_NO_MEMORY, "%s: out of memory", path);
+    QW_TRY(fill_vocab(v, h, vocab, err));
+    return fill_added(v, h, added, err);
+}
+
 /*
  * A WordPiece vocabulary (BERT and its relatives) in the form llama.cpp's converter gives it,
  * tokenizer.ggml.model "bert": a word-initial piece gets the SentencePiece space mark in front,
@@ -672,20 +693,7 @@ static qw_status read_wordpiece(qw_vocab *v, hf_load *h, const json_t *root, con
         return qw_fail_at(err, QW_ERR_CORRUPT, "model.unk_token", -1,
                           "%s: key \"model.unk_token\" must be a string", path);
     }
-    int64_t max_id;
-    QW_TRY(scan_ids(h, vocab, added, &max_id, err));
-    if (max_id < 0) return qw_fail(err, QW_ERR_CORRUPT, "%s: the vocabulary is empty", path);
-    if ((uint64_t)max_id >= n_rows) {
-        return qw_fail(err, QW_ERR_CORRUPT,
-                       "%s: token id %lld does not fit the model's %u embedding rows", path,
-                       (long long)max_id, n_rows);
-    }
-    QW_TRY(qw_vocab_alloc_rows(v, n_rows, false, path, err));
-    h->in_vocab = qw_calloc(n_rows, 1);
-    h->added = qw_calloc(n_rows, 1);
-    if (!h->in_vocab || !h->added) return qw_fail(err, QW_ERR_NO_MEMORY, "%s: out of memory", path);
-    QW_TRY(fill_vocab(v, h, vocab, err));
-    QW_TRY(fill_added(v, h, added, err));
+    QW_TRY(fill_rows(v, h, vocab, added, n_rows, false, err));
     const char *unk = json_string_value(unk_v);
     for (uint32_t i = 0; i < v->n_tokens; i++) {
         if (!h->in_vocab[i] && !h->added[i]) continue; /* padding rows keep their [PAD<id>] */
@@ -765,20 +773,7 @@ static qw_status read_json(qw_vocab *v, hf_load *h, const json_t *root, uint32_t
     QW_TRY(find_row(h, byte_fallback, ignore_merges, &row, err));
     bool spm = strcmp(row->model, "llama") == 0;
 
-    int64_t max_id;
-    QW_TRY(scan_ids(h, vocab, added, &max_id, err));
-    if (max_id < 0) return qw_fail(err, QW_ERR_CORRUPT, "%s: the vocabulary is empty", path);
-    if ((uint64_t)max_id >= n_rows) {
-        return qw_fail(err, QW_ERR_CORRUPT,
-                       "%s: token id %lld does not fit the model's %u embedding rows", path,
-                       (long long)max_id, n_rows);
-    }
-    QW_TRY(qw_vocab_alloc_rows(v, n_rows, spm, path, err));
-    h->in_vocab = qw_calloc(n_rows, 1);
-    h->added = qw_calloc(n_rows, 1);
-    if (!h->in_vocab || !h->added) return qw_fail(err, QW_ERR_NO_MEMORY, "%s: out of memory", path);
-    QW_TRY(fill_vocab(v, h, vocab, err));
-    QW_TRY(fill_added(v, h, added, err));
+    QW_TRY(fill_rows(v, h, vocab, added, n_rows, spm, err));
     QW_TRY(parse_merges(h, merges, err));
     if (spm) {
         QW_TRY(spm_scores(v, h, err));

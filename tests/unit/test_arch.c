@@ -654,7 +654,36 @@ TEST(bert_row) {
                  QW_ERR_UNSUPPORTED_INPUT);
 }
 
-RUN_TESTS(TEST_CASE(every_row_is_complete), TEST_CASE(bert_row), TEST_CASE(architecture_detection),
+/* Sliding-window layers: layer_types wins, else sliding_window_pattern, else the default
+ * period; malformed layer_types are refused by name. */
+TEST(sliding_layers) {
+    qw_hparams hp = {0};
+    hp.n_layer = 6;
+    bool sliding[6];
+    qw_error err;
+    json_t *c = parse("{}");
+    CHECK_OK(qw_sliding_layers(c, &hp, 2, sliding, &err), &err);
+    for (int i = 0; i < 6; i++) CHECK(sliding[i] == (i % 2 == 0)); /* Gemma 2: even layers */
+    hp.sliding_window_pattern = 3;
+    CHECK_OK(qw_sliding_layers(c, &hp, 2, sliding, &err), &err);
+    for (int i = 0; i < 6; i++) CHECK(sliding[i] == ((i + 1) % 3 != 0));
+    json_decref(c);
+    hp.n_layer = 2;
+    c = parse("{\"layer_types\":[\"full_attention\",\"sliding_attention\"]}");
+    CHECK_OK(qw_sliding_layers(c, &hp, 6, sliding, &err), &err);
+    CHECK(!sliding[0] && sliding[1]);
+    json_decref(c);
+    c = parse("{\"layer_types\":[\"full_attention\"]}");
+    CHECK_EQ_INT(qw_sliding_layers(c, &hp, 6, sliding, &err), QW_ERR_CORRUPT);
+    CHECK(strstr(err.message, "layer_types") != NULL);
+    json_decref(c);
+    c = parse("{\"layer_types\":[\"full_attention\",\"chunked\"]}");
+    CHECK_EQ_INT(qw_sliding_layers(c, &hp, 6, sliding, &err), QW_ERR_UNSUPPORTED_INPUT);
+    CHECK(strstr(err.message, "layer_types[1]") != NULL);
+    json_decref(c);
+}
+
+RUN_TESTS(TEST_CASE(every_row_is_complete), TEST_CASE(bert_row), TEST_CASE(sliding_layers), TEST_CASE(architecture_detection),
           TEST_CASE(hyperparameters), TEST_CASE(tensor_names),
           TEST_CASE(permutation_matches_reshape_swap), TEST_CASE(rope_freqs_llama3),
           TEST_CASE(metadata_keys), TEST_CASE(moe_rows),
