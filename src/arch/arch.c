@@ -729,6 +729,20 @@ qw_status qw_sliding_layers(const json_t *config, const qw_hparams *hp, int64_t 
     return QW_OK;
 }
 
+qw_status qw_longrope_attention_factor(const json_t *config, const qw_hparams *hp, double *out,
+                                       qw_error *err) {
+    const json_t *rs = json_object_get(config, "rope_scaling");
+    double factor = 0.0, attn = 0.0;
+    bool has_factor = false, has_attn = false;
+    QW_TRY(qw_json_get_number(rs, "factor", "config.json", &factor, &has_factor, err));
+    QW_TRY(qw_json_get_number(rs, "attention_factor", "config.json", &attn, &has_attn, err));
+    const double orig = (double)hp->longrope_orig_ctx;
+    if (!has_factor) factor = (double)hp->n_ctx / orig;
+    if (!has_attn) attn = factor <= 1.0 ? 1.0 : sqrt(1.0 + log(factor) / log(orig));
+    *out = attn;
+    return QW_OK;
+}
+
 /* "<arch>.<suffix>" into buf. */
 static const char *arch_key(char *buf, size_t n, const char *arch, const char *suffix) {
     snprintf(buf, n, "%s.%s", arch, suffix);

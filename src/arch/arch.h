@@ -207,6 +207,12 @@ qw_status qw_arch_map_tensor_part(const qw_arch *arch, const qw_hparams *hp, con
 qw_status qw_sliding_layers(const json_t *config, const qw_hparams *hp, int64_t default_period,
                             bool *sliding, qw_error *err);
 
+/* Phi-3 longrope's cos/sin scale as transformers computes it: rope_scaling.attention_factor, else
+ * sqrt(1 + ln(factor) / ln(original context)) for a context extended by factor (rope_scaling's,
+ * else max_position_embeddings / original), else 1. hp->longrope_orig_ctx must be positive. */
+qw_status qw_longrope_attention_factor(const json_t *config, const qw_hparams *hp, double *out,
+                                       qw_error *err);
+
 /* Writes "<arch>.*" hyperparameter keys the way llama.cpp's converter does. */
 qw_status qw_arch_write_hparams(const qw_arch *arch, const qw_hparams *hp, qw_gguf_writer *w,
                                 qw_error *err);

@@ -348,16 +348,7 @@ static qw_status check_longrope(cm_plan *p, const json_t *config, qw_error *err)
                           "coreml backend writes programs up to that context",
                           (long long)p->settings.seq_length, (long long)hp->longrope_orig_ctx);
     }
-    const json_t *rs = json_object_get(config, "rope_scaling");
-    double factor = 0.0, attn = 0.0;
-    bool has_factor = false, has_attn = false;
-    QW_TRY(qw_json_get_number(rs, "factor", "config.json", &factor, &has_factor, err));
-    QW_TRY(qw_json_get_number(rs, "attention_factor", "config.json", &attn, &has_attn, err));
-    const double orig = (double)hp->longrope_orig_ctx;
-    if (!has_factor) factor = (double)hp->n_ctx / orig;
-    if (!has_attn) attn = factor <= 1.0 ? 1.0 : sqrt(1.0 + log(factor) / log(orig));
-    p->rope_attn_factor = attn;
-    return QW_OK;
+    return qw_longrope_attention_factor(config, hp, &p->rope_attn_factor, err);
 }
 
 static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
@@ -1484,6 +1475,38 @@ static mv cache_step(cm_build *b, const char *pre, long long layer, mv x, cm_kv 
                      out);
 }
 
+/* softmax(q k^T * scale [soft-capped] + bias) v for q [B, heads, S, hd] and k, v with as many
+ * heads, flattened to [B, S, heads * hd]; names start with pre */
+static mv attention(cm_build *b, const char *pre, mv q, mv k, mv v, mv bias, double scale,
+                    double softcap) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    char n1[160];
+    /* q scaled before the product: the same result, and smaller fp16 intermediates */
+    join(n1, sizeof n1, pre, "_q_scale");
+    mv sv = qw_mil_const_f16(b->m, n1, (float)scale);
+    join(n1, sizeof n1, pre, "_q_scaled");
+    mv qs = binary(b, "mul", n1, q, sv);
+    join(n1, sizeof n1, pre, "_scores");
+    mv s = matmul(b, n1, qs, k, true);
+    if (softcap > 0.0) {
+        join(n1, sizeof n1, pre, "_scores");
+        s = soft_cap(b, n1, s, softcap);
+    }
+    join(n1, sizeof n1, pre, "_scores_masked");
+    mv sm = binary(b, "add", n1, s, bias);
+    join(n1, sizeof n1, pre, "_softmax_axis");
+    mv axis = qw_mil_const_i32(b->m, n1, (const int32_t[]){-1}, 1, 0);
+    join(n1, sizeof n1, pre, "_probs");
+    mv pr = qw_mil_op(b->m, "softmax", n1, ARGS(A("x", sm), A("axis", axis)), sm);
+    join(n1, sizeof n1, pre, "_attn");
+    mv o = matmul(b, n1, pr, v, false);
+    join(n1, sizeof n1, pre, "_attn_t");
+    mv ot = transpose(b, n1, o, (const int32_t[]){0, 2, 1, 3});
+    join(n1, sizeof n1, pre, "_attn_flat");
+    const int32_t flat[3] = {(int32_t)q.dims[0], -1, (int32_t)(q.dims[1] * q.dims[3])};
+    return reshape(b, n1, ot, flat, 3);
+}
+
 static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
     const cm_plan *p = b->p;
@@ -1537,30 +1560,7 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     join(n1, sizeof n1, pre, "_v_rep");
     v = repeat_kv(b, n1, v, nh / nkv);
     v.dims[2] = QW_MIL_DYN;
-    /* q scaled before the product: the same result, and smaller fp16 intermediates */
-    join(n1, sizeof n1, pre, "_q_scale");
-    mv scale = qw_mil_const_f16(b->m, n1, (float)p->score_scale);
-    join(n1, sizeof n1, pre, "_q_scaled");
-    mv qs = binary(b, "mul", n1, q, scale);
-    join(n1, sizeof n1, pre, "_scores");
-    mv s = matmul(b, n1, qs, k, true);
-    if (p->attn_softcap > 0.0) {
-        join(n1, sizeof n1, pre, "_scores");
-        s = soft_cap(b, n1, s, p->attn_softcap);
-    }
-    join(n1, sizeof n1, pre, "_scores_masked");
-    mv sm = binary(b, "add", n1, s, sh->bias);
-    join(n1, sizeof n1, pre, "_softmax_axis");
-    mv axis = qw_mil_const_i32(b->m, n1, (const int32_t[]){-1}, 1, 0);
-    join(n1, sizeof n1, pre, "_probs");
-    mv pr = qw_mil_op(b->m, "softmax", n1, ARGS(A("x", sm), A("axis", axis)), sm);
-    join(n1, sizeof n1, pre, "_attn");
-    mv o = matmul(b, n1, pr, v, false);
-    join(n1, sizeof n1, pre, "_attn_t");
-    mv ot = transpose(b, n1, o, (const int32_t[]){0, 2, 1, 3});
-    join(n1, sizeof n1, pre, "_attn_flat");
-    const int32_t flat[3] = {(int32_t)p->settings.batch, -1, (int32_t)(nh * hd)};
-    mv of = reshape(b, n1, ot, flat, 3);
+    mv of = attention(b, pre, q, k, v, sh->bias, p->score_scale, p->attn_softcap);
     const qw_hf_tensor *wo = tensor(b, true, "model.layers.%lld.self_attn.o_proj.weight", layer);
     if (!wo) return (mv){0};
     join(n1, sizeof n1, pre, "_o_weight");
@@ -1975,26 +1975,8 @@ static mv encoder_block(cm_build *b, long long layer, mv x, mv bias) {
         snprintf(sub, sizeof sub, "%s_%s", pre, QKV[i]);
         heads[i] = split_heads(b, sub, encoder_linear(b, sub, x, layer, module));
     }
-    join(n1, sizeof n1, pre, "_q_scale");
-    mv scale = qw_mil_const_f16(b->m, n1, (float)(1.0 / sqrt((double)p->head_dim)));
-    join(n1, sizeof n1, pre, "_q_scaled");
-    mv qs = binary(b, "mul", n1, heads[0], scale);
-    join(n1, sizeof n1, pre, "_scores");
-    mv sc = matmul(b, n1, qs, heads[1], true);
-    sc.dims[3] = QW_MIL_DYN;
-    join(n1, sizeof n1, pre, "_scores_masked");
-    mv sm = binary(b, "add", n1, sc, bias);
-    join(n1, sizeof n1, pre, "_softmax_axis");
-    mv axis = qw_mil_const_i32(b->m, n1, (const int32_t[]){-1}, 1, 0);
-    join(n1, sizeof n1, pre, "_probs");
-    mv pr = qw_mil_op(b->m, "softmax", n1, ARGS(A("x", sm), A("axis", axis)), sm);
-    join(n1, sizeof n1, pre, "_context");
-    mv o = matmul(b, n1, pr, heads[2], false);
-    join(n1, sizeof n1, pre, "_context_t");
-    mv ot = transpose(b, n1, o, (const int32_t[]){0, 2, 1, 3});
-    join(n1, sizeof n1, pre, "_context_flat");
-    const int32_t flat[3] = {(int32_t)p->settings.batch, -1, (int32_t)p->hp.n_embd};
-    mv of = reshape(b, n1, ot, flat, 3);
+    mv of = attention(b, pre, heads[0], heads[1], heads[2], bias,
+                      1.0 / sqrt((double)p->head_dim), 0.0);
     join(n1, sizeof n1, pre, "_attn_out");
     mv attn = encoder_linear(b, n1, of, layer, "attention.output.dense");
     join(n1, sizeof n1, pre, "_attn_residual");

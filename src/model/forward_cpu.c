@@ -202,14 +202,8 @@ static qw_status longrope_frequencies(qw_forward *f, double theta, qw_error *err
     }
     const json_t *config = NULL;
     QW_TRY(qw_hf_view_config(f->view, &config, err));
-    const json_t *rs = json_object_get(config, "rope_scaling");
-    double factor = 0.0, attn = 0.0;
-    bool has_factor = false, has_attn = false;
-    QW_TRY(qw_json_get_number(rs, "factor", "config.json", &factor, &has_factor, err));
-    QW_TRY(qw_json_get_number(rs, "attention_factor", "config.json", &attn, &has_attn, err));
-    const double orig = (double)hp->longrope_orig_ctx;
-    if (!has_factor) factor = (double)hp->n_ctx / orig;
-    if (!has_attn) attn = factor <= 1.0 ? 1.0 : sqrt(1.0 + log(factor) / log(orig));
+    double attn = 1.0;
+    QW_TRY(qw_longrope_attention_factor(config, hp, &attn, err));
     f->rope_attn_factor = (float)attn;
     f->long_after = hp->longrope_orig_ctx;
     f->inv_freq = base_frequencies(f, theta, hp->rope_short_factor);

@@ -1,6 +1,7 @@
 /* Architecture rows: name mapping, the Q/K permutation, hyperparameters, rope factors. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "arch.h"
@@ -683,7 +684,33 @@ TEST(sliding_layers) {
     json_decref(c);
 }
 
-RUN_TESTS(TEST_CASE(every_row_is_complete), TEST_CASE(bert_row), TEST_CASE(sliding_layers), TEST_CASE(architecture_detection),
+/* longrope's cos/sin scale: given, or from the extension factor, or 1 */
+TEST(longrope_attention_factor) {
+    qw_hparams hp = {0};
+    hp.longrope_orig_ctx = 4096;
+    hp.n_ctx = 131072;
+    qw_error err;
+    double a = 0;
+    json_t *c = parse("{\"rope_scaling\":{\"type\":\"longrope\"}}");
+    CHECK_OK(qw_longrope_attention_factor(c, &hp, &a, &err), &err);
+    CHECK(fabs(a - sqrt(1.0 + log(32.0) / log(4096.0))) < 1e-12);
+    json_decref(c);
+    c = parse("{\"rope_scaling\":{\"type\":\"longrope\",\"attention_factor\":1.5}}");
+    CHECK_OK(qw_longrope_attention_factor(c, &hp, &a, &err), &err);
+    CHECK(a == 1.5);
+    json_decref(c);
+    hp.n_ctx = 4096; /* not extended */
+    c = parse("{\"rope_scaling\":{\"type\":\"longrope\"}}");
+    CHECK_OK(qw_longrope_attention_factor(c, &hp, &a, &err), &err);
+    CHECK(a == 1.0);
+    json_decref(c);
+    c = parse("{\"rope_scaling\":{\"type\":\"longrope\",\"factor\":\"x\"}}");
+    CHECK_EQ_INT(qw_longrope_attention_factor(c, &hp, &a, &err), QW_ERR_CORRUPT);
+    json_decref(c);
+}
+
+RUN_TESTS(TEST_CASE(every_row_is_complete), TEST_CASE(bert_row), TEST_CASE(sliding_layers),
+          TEST_CASE(longrope_attention_factor), TEST_CASE(architecture_detection),
           TEST_CASE(hyperparameters), TEST_CASE(tensor_names),
           TEST_CASE(permutation_matches_reshape_swap), TEST_CASE(rope_freqs_llama3),
           TEST_CASE(metadata_keys), TEST_CASE(moe_rows),
