@@ -201,8 +201,8 @@ typedef struct cm_plan {
     double rms_eps, rope_theta;
     float norm_offset;       /* Gemma: its norms multiply by 1 + w */
     float embed_scale;       /* Gemma: embeddings times sqrt(hidden); 0 = none */
-    const char *mlp_act;     /* the gate's activation: a MIL op */
-    const char *mlp_gelu_mode; /* its mode for gelu, else NULL */
+    const char *act;         /* the feed-forward activation (the decoders' gate's): a MIL op */
+    const char *gelu_mode;   /* its mode for gelu, else NULL */
     bool sandwich;             /* Gemma 2: each sublayer's output normed before the residual */
     bool *sliding;             /* Gemma 3 [n_layer]: the layer uses the local rope, else NULL */
     double rope_theta_local;   /* the local layers' base (rope_local_base_freq), unscaled */
@@ -213,8 +213,6 @@ typedef struct cm_plan {
     /* encoders */
     const char *prefix;     /* "bert." for the task models' checkpoints, else "" */
     double norm_eps;        /* LayerNorm epsilon */
-    const char *activation; /* MIL op of the feed-forward activation */
-    const char *gelu_mode;  /* its mode for gelu, else NULL */
 } cm_plan;
 
 static void cm_plan_free(void *priv) {
@@ -321,12 +319,28 @@ static const struct {
 /* config.json's activation -> the MIL op (and gelu's mode) computing it as transformers does */
 static const struct {
     const char *name, *op, *gelu_mode;
-} DECODER_ACTIVATIONS[] = {
+} ACTIVATIONS[] = {
     {"silu", "silu", NULL},
-    {"gelu_pytorch_tanh", "gelu", "TANH_APPROXIMATION"},
-    {"gelu_new", "gelu", "TANH_APPROXIMATION"},
+    {"relu", "relu", NULL},
     {"gelu", "gelu", "EXACT"},
+    {"gelu_new", "gelu", "TANH_APPROXIMATION"},
+    {"gelu_pytorch_tanh", "gelu", "TANH_APPROXIMATION"},
 };
+
+/* p->act and p->gelu_mode for the activation `name` read from config.json's `key` */
+static qw_status pick_activation(cm_plan *p, const char *key, const char *name, qw_error *err) {
+    for (size_t i = 0; i < sizeof ACTIVATIONS / sizeof ACTIVATIONS[0]; i++) {
+        if (strcmp(name, ACTIVATIONS[i].name) == 0) {
+            p->act = ACTIVATIONS[i].op;
+            p->gelu_mode = ACTIVATIONS[i].gelu_mode;
+            return QW_OK;
+        }
+    }
+    return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, key, -1,
+                      "config.json: %s \"%s\" is not supported by the coreml backend (silu, "
+                      "relu, gelu, gelu_new and gelu_pytorch_tanh are)", key, name);
+}
+
 
 /* Phi-3's longrope, as transformers applies it: the short factors while a sequence is within
  * original_max_position_embeddings, the long ones past it, and cos/sin scaled by
@@ -391,17 +405,7 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
     }
     const char *name = act ? json_string_value(act) : "silu";
     if (gelu_is_tanh && strcmp(name, "gelu") == 0) name = "gelu_pytorch_tanh";
-    for (size_t i = 0; i < sizeof DECODER_ACTIVATIONS / sizeof DECODER_ACTIVATIONS[0]; i++) {
-        if (strcmp(name, DECODER_ACTIVATIONS[i].name) == 0) {
-            p->mlp_act = DECODER_ACTIVATIONS[i].op;
-            p->mlp_gelu_mode = DECODER_ACTIVATIONS[i].gelu_mode;
-        }
-    }
-    if (!p->mlp_act) {
-        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, act_key, -1,
-                          "config.json: %s \"%s\" is not supported by the coreml backend (silu, "
-                          "gelu, gelu_new and gelu_pytorch_tanh are)", act_key, name);
-    }
+    QW_TRY(pick_activation(p, act_key, name, err));
     const bool longrope = strcmp(hp->rope_type, "longrope") == 0 ||
                           strcmp(hp->rope_type, "su") == 0;
     if (hp->rope_type[0] && strcmp(hp->rope_type, "default") != 0 &&
@@ -486,16 +490,6 @@ static cm_role encoder_role(const cm_plan *p, const char *name) {
     return CM_UNKNOWN;
 }
 
-/* config.json hidden_act -> the MIL op (and gelu's mode) that computes it as transformers does */
-static const struct {
-    const char *hidden_act, *op, *gelu_mode;
-} ENCODER_ACTIVATIONS[] = {
-    {"gelu", "gelu", "EXACT"},
-    {"gelu_new", "gelu", "TANH_APPROXIMATION"},
-    {"gelu_pytorch_tanh", "gelu", "TANH_APPROXIMATION"},
-    {"relu", "relu", NULL},
-};
-
 static qw_status check_encoder_config(cm_plan *p, const json_t *config, qw_error *err) {
     const qw_hparams *hp = &p->hp;
     const char *act = "gelu", *pos_type = NULL;
@@ -504,18 +498,7 @@ static qw_status check_encoder_config(cm_plan *p, const json_t *config, qw_error
     QW_TRY(qw_json_get_string(config, "position_embedding_type", "config.json", &pos_type, NULL,
                               err));
     QW_TRY(qw_json_get_bool(config, "is_decoder", "config.json", &is_decoder, NULL, err));
-    for (size_t i = 0; i < sizeof ENCODER_ACTIVATIONS / sizeof ENCODER_ACTIVATIONS[0]; i++) {
-        if (strcmp(act, ENCODER_ACTIVATIONS[i].hidden_act) == 0) {
-            p->activation = ENCODER_ACTIVATIONS[i].op;
-            p->gelu_mode = ENCODER_ACTIVATIONS[i].gelu_mode;
-        }
-    }
-    if (!p->activation) {
-        return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "hidden_act", -1,
-                          "config.json: hidden_act \"%s\" is not supported by the coreml "
-                          "backend's encoder (gelu, gelu_new, gelu_pytorch_tanh and relu are)",
-                          act);
-    }
+    QW_TRY(pick_activation(p, "hidden_act", act, err));
     if (pos_type && strcmp(pos_type, "absolute") != 0) {
         return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "position_embedding_type", -1,
                           "config.json: position_embedding_type \"%s\" is not supported by the "
@@ -1241,6 +1224,15 @@ static mv rms_norm(cm_build *b, const char *pre, mv x, mv w) {
     return binary(b, "mul", pre, yh, w);
 }
 
+/* The activation op pick_activation chose, on x, named `name` */
+static mv activation(cm_build *b, const char *name, mv x) {
+    if (!b->p->gelu_mode) return unary(b, b->p->act, name, x);
+    char key[160];
+    join(key, sizeof key, name, "_mode");
+    mv mode = qw_mil_const_str(b->m, key, b->p->gelu_mode);
+    return qw_mil_op(b->m, "gelu", name, ARGS(A("x", x), A("mode", mode)), x);
+}
+
 /* Gemma 2's soft cap, cap * tanh(x / cap), in x's dtype; the result is named `pre` */
 static mv soft_cap(cm_build *b, const char *pre, mv x, double cap) {
     char n1[160];
@@ -1613,15 +1605,7 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
         u = linear(b, n1, h2, mw[1], NULL);
     }
     join(n1, sizeof n1, pre, "_act");
-    mv a;
-    if (p->mlp_gelu_mode) {
-        char key[160];
-        join(key, sizeof key, n1, "_mode");
-        mv mode = qw_mil_const_str(b->m, key, p->mlp_gelu_mode);
-        a = qw_mil_op(b->m, "gelu", n1, ARGS(A("x", g), A("mode", mode)), g);
-    } else {
-        a = unary(b, p->mlp_act, n1, g);
-    }
+    mv a = activation(b, n1, g);
     join(n1, sizeof n1, pre, "_gated");
     mv gu = binary(b, "mul", n1, a, u);
     join(n1, sizeof n1, pre, "_down");
@@ -1987,15 +1971,7 @@ static mv encoder_block(cm_build *b, long long layer, mv x, mv bias) {
     join(n1, sizeof n1, pre, "_intermediate");
     mv up = encoder_linear(b, n1, x, layer, "intermediate.dense");
     join(n1, sizeof n1, pre, "_act");
-    mv act;
-    if (p->gelu_mode) {
-        char key[160];
-        join(key, sizeof key, n1, "_mode");
-        mv mode = qw_mil_const_str(b->m, key, p->gelu_mode);
-        act = qw_mil_op(b->m, "gelu", n1, ARGS(A("x", up), A("mode", mode)), up);
-    } else {
-        act = unary(b, p->activation, n1, up);
-    }
+    mv act = activation(b, n1, up);
     join(n1, sizeof n1, pre, "_output");
     mv down = encoder_linear(b, n1, act, layer, "output.dense");
     join(n1, sizeof n1, pre, "_output_residual");

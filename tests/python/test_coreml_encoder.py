@@ -170,7 +170,7 @@ def test_other_backends_refuse_encoders(qwodel_bin, packages, tmp_path):
 
 @pytest.mark.parametrize("overrides,extra,words", [
     ({"position_embedding_type": "relative_key"}, (), "position_embedding_type"),
-    ({"hidden_act": "silu"}, (), "hidden_act \"silu\""),
+    ({"hidden_act": "mish"}, (), "hidden_act \"mish\""),
     ({"is_decoder": True}, (), "is_decoder"),
     ({}, ("--seq-length", "200"), "max_position_embeddings"),
     ({}, ("--seq-length", "32", "--stateful"), "is an encoder"),
