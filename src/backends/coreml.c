@@ -188,6 +188,7 @@ typedef struct cm_plan {
     qw_hf_view *view;
     const cm_family *family;
     const char *arch_name; /* the model's architecture row ("llama", "gemma", "bert", ...) */
+    const qw_arch *arch;   /* that row (NULL for a GGUF of an unknown architecture) */
     qw_hparams hp;
     int64_t head_dim;
     cm_settings settings;
@@ -472,7 +473,7 @@ static const char *const ENCODER_LEFT_OUT[] = {"pooler.", "embeddings.position_i
 static cm_role encoder_role(const cm_plan *p, const char *name) {
     const size_t lp = strlen(p->prefix);
     if (strncmp(name, p->prefix, lp) != 0) {
-        return qw_arch_is_skipped_module(qw_arch_find("bert"), name) ? CM_LEFT_OUT : CM_UNKNOWN;
+        return p->arch && qw_arch_is_skipped_module(p->arch, name) ? CM_LEFT_OUT : CM_UNKNOWN;
     }
     const char *rest = name + lp;
     for (size_t k = 0; k < sizeof ENCODER_TENSORS / sizeof ENCODER_TENSORS[0]; k++) {
@@ -528,7 +529,13 @@ static qw_status check_encoder_config(cm_plan *p, const json_t *config, qw_error
     }
     p->head_dim = hp->n_embd / hp->n_head;
     p->norm_eps = hp->has_norm_eps ? hp->norm_eps : 1e-12; /* BertConfig's default */
-    p->prefix = qw_hf_view_find(p->view, "bert.embeddings.word_embeddings.weight") ? "bert." : "";
+    /* the task models keep the encoder under one of the row's name prefixes ("bert.") */
+    p->prefix = "";
+    for (const qw_name_prefix *np = p->arch ? p->arch->name_prefixes : NULL; np && np->hf; np++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s%s", np->hf, ENCODER_TENSORS[0]);
+        if (qw_hf_view_find(p->view, name)) p->prefix = np->hf;
+    }
     return QW_OK;
 }
 
@@ -640,7 +647,8 @@ static qw_status coreml_plan_build(const qw_run_context *ctx, const char *format
     QW_TRY(qw_hparams_from_config(config, "config.json", &p->hp, err));
     p->family = family_of(ctx->model);
     if (!p->family) return coreml_check_model(ctx->model, err);
-    p->arch_name = ctx->model->arch ? ctx->model->arch->name : ctx->model->arch_name;
+    p->arch = ctx->model->arch;
+    p->arch_name = p->arch ? p->arch->name : ctx->model->arch_name;
     QW_TRY(p->family->check_config(p, config, err));
     QW_TRY(check_tensors(p, err));
     if (p->settings.stateful) QW_TRY(check_stateful(p, err));
@@ -1623,6 +1631,18 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     return binary(b, "add", n1, x, d);
 }
 
+/* Reports layer `layer` of the program as converting (2..92%); false, with the build failed,
+ * when the run was cancelled */
+static bool layer_progress(cm_build *b, qw_reporter *r, long long layer) {
+    const int64_t n = b->p->hp.n_layer;
+    char msg[64];
+    snprintf(msg, sizeof msg, "layer %lld/%lld", layer + 1, (long long)n);
+    qw_error e = {0};
+    qw_status st = qw_progress(r, 2 + (int)(90 * layer / n), "converting", msg, &e);
+    if (st != QW_OK) fail(b, &e, st);
+    return st == QW_OK;
+}
+
 /* Positions 0..S-1 of input_ids as an exclusive running sum of ones shaped like it (so no op
  * needs the length as a number); *zero is the int32 0 and *zeros ids * 0, which the callers use
  * again. */
@@ -1828,14 +1848,7 @@ static void build_program(cm_build *b, qw_reporter *r) {
     mv bias3 = binary(b, "mul", "mask_bias", blocked16, neg);
     sh.bias = expand_dims(b, "attention_bias", bias3, 1);
     for (long long layer = 0; ok(b) && layer < p->hp.n_layer; layer++) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "block %lld/%lld", layer + 1, (long long)p->hp.n_layer);
-        qw_error e = {0};
-        qw_status st = qw_progress(r, 2 + (int)(90 * layer / p->hp.n_layer), "converting", msg, &e);
-        if (st != QW_OK) {
-            fail(b, &e, st);
-            return;
-        }
+        if (!layer_progress(b, r, layer)) return;
         x = block(b, layer, x, &sh);
     }
     const qw_hf_tensor *nt = tensor(b, true, "model.norm.weight");
@@ -2026,14 +2039,7 @@ static void build_encoder(cm_build *b, qw_reporter *r) {
     mv bias3 = binary(b, "mul", "mask_bias", padded16, neg);
     mv bias = expand_dims(b, "attention_bias", bias3, 1);
     for (long long layer = 0; ok(b) && layer < p->hp.n_layer; layer++) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "layer %lld/%lld", layer + 1, (long long)p->hp.n_layer);
-        qw_error e = {0};
-        qw_status st = qw_progress(r, 2 + (int)(90 * layer / p->hp.n_layer), "converting", msg, &e);
-        if (st != QW_OK) {
-            fail(b, &e, st);
-            return;
-        }
+        if (!layer_progress(b, r, layer)) return;
         x = encoder_block(b, layer, x, bias);
     }
     qw_mil_output(b->m, cast(b, "last_hidden_state", x, "fp32"));

@@ -552,6 +552,15 @@ def _moe_config(family, tokenizer, *, hidden, layers, heads, kv_heads, intermedi
     return c
 
 
+def _apply_overrides(config: dict, overrides: dict | None) -> None:
+    """Sets each key of overrides in config, or deletes it when the value is ... (Ellipsis)."""
+    for k, v in (overrides or {}).items():
+        if v is Ellipsis:
+            config.pop(k, None)
+        else:
+            config[k] = v
+
+
 def _generation_config(config: dict) -> dict:
     return {
         "_from_model_config": True,
@@ -736,11 +745,7 @@ def make_checkpoint(out_dir, family, *, tokenizer, tied, shards=1, dtype="bf16",
                      intermediate=intermediate, head_dim=head_dim, head_dim_given=head_dim_given,
                      vocab_size=vocab_size, tied=bool(tied), dtype=st_dtype, rope_scaling=rope_scaling,
                      moe=moe)
-    for k, v in (config_overrides or {}).items():
-        if v is Ellipsis:
-            config.pop(k, None)
-        else:
-            config[k] = v
+    _apply_overrides(config, config_overrides)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (out / "generation_config.json").write_text(json.dumps(_generation_config(config), indent=2) + "\n",
                                                 encoding="utf-8")
@@ -1296,11 +1301,7 @@ def make_dense_checkpoint(out_dir, family, *, tied=None, dtype="bf16", hidden=25
                            intermediate=intermediate, head_dim=head_dim, vocab_size=vocab_size,
                            tied=tied, torch_dtype=_TORCH_DTYPE_NAMES[st_dtype],
                            rope_scaling=rope_scaling, n_ctx=n_ctx)
-    for k, v in (config_overrides or {}).items():
-        if v is Ellipsis:
-            config.pop(k, None)
-        else:
-            config[k] = v
+    _apply_overrides(config, config_overrides)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (out / "generation_config.json").write_text(json.dumps(_generation_config(config), indent=2) + "\n",
                                                 encoding="utf-8")
@@ -1405,11 +1406,7 @@ def make_gemma3_multimodal_checkpoint(out_dir, *, layout="old", dtype="bf16", hi
                 text_config.pop(k, None)
             else:
                 text_config[k] = v
-    for k, v in (config_overrides or {}).items():
-        if v is Ellipsis:
-            config.pop(k, None)
-        else:
-            config[k] = v
+    _apply_overrides(config, config_overrides)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (out / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": 2, "eos_token_id": [1, 6], "transformers_version": "4.50.0.dev0"},
@@ -1491,11 +1488,7 @@ def make_bert_checkpoint(out_dir, *, hidden=64, layers=2, heads=4, intermediate=
         "transformers_version": _TRANSFORMERS_VERSION, "type_vocab_size": type_vocab,
         "use_cache": True, "vocab_size": vocab_size,
     }
-    for k, v in (config_overrides or {}).items():
-        if v is Ellipsis:
-            config.pop(k, None)
-        else:
-            config[k] = v
+    _apply_overrides(config, config_overrides)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     p = "bert." if head == "mlm" else ""
     t = {}
