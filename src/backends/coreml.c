@@ -205,7 +205,12 @@ typedef struct cm_plan {
     const char *act;         /* the feed-forward activation (the decoders' gate's): a MIL op */
     const char *gelu_mode;   /* its mode for gelu, else NULL */
     bool sandwich;             /* Gemma 2: each sublayer's output normed before the residual */
-    bool *sliding;             /* Gemma 3 [n_layer]: the layer uses the local rope, else NULL */
+    int64_t window;            /* keys window or more positions before the query are masked
+                                * (sliding_window); 0 = none, or a window the program's
+                                * seq_length never reaches */
+    bool *sliding;             /* Gemma 2/3 [n_layer]: the layer is a sliding one (the window,
+                                * and Gemma 3's local rope); NULL: the window is on every layer */
+    bool local_rope;           /* Gemma 3: the sliding layers use their own rope */
     double rope_theta_local;   /* the local layers' base (rope_local_base_freq), unscaled */
     bool fused;                /* Phi-3: qkv_proj and gate_up_proj, split after the product */
     double rope_attn_factor;   /* longrope: cos and sin times this (1 otherwise) */
@@ -304,15 +309,16 @@ static const struct {
     bool gelu_is_tanh;
     bool sandwich; /* post_attention_layernorm on the attention's output, then
                     * pre_/post_feedforward_layernorm around the MLP */
-    int64_t local_period; /* sliding layers with their own unscaled rope: all but every
-                           * local_period-th (sliding_window_pattern or layer_types say which);
-                           * 0 = one rope for all */
+    int64_t slide_period; /* sliding layers: all but every slide_period-th (layer_types or
+                           * sliding_window_pattern say otherwise); 0 = the window, if any, on
+                           * every layer */
+    bool local_rope;      /* the sliding layers use their own unscaled rope */
     bool fused;           /* one qkv_proj and one gate_up_proj (gate first) */
 } DECODER_VARIANTS[] = {
-    {"gemma", 1.0f, true, "hidden_activation", true, false, 0, false},
-    {"gemma2", 1.0f, true, "hidden_activation", true, true, 0, false},
-    {"gemma3", 1.0f, true, "hidden_activation", true, true, 6, false},
-    {"phi3", 0.0f, false, "hidden_act", false, false, 0, true},
+    {"gemma", 1.0f, true, "hidden_activation", true, false, 0, false, false},
+    {"gemma2", 1.0f, true, "hidden_activation", true, true, 2, false, false},
+    {"gemma3", 1.0f, true, "hidden_activation", true, true, 6, true, false},
+    {"phi3", 0.0f, false, "hidden_act", false, false, 0, false, true},
 };
 
 
@@ -378,14 +384,22 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
             gelu_is_tanh = DECODER_VARIANTS[i].gelu_is_tanh;
             p->sandwich = DECODER_VARIANTS[i].sandwich;
             p->fused = DECODER_VARIANTS[i].fused;
-            if (DECODER_VARIANTS[i].local_period > 0) {
+            p->local_rope = DECODER_VARIANTS[i].local_rope;
+            if (DECODER_VARIANTS[i].slide_period > 0) {
                 p->sliding = qw_calloc((size_t)hp->n_layer, sizeof *p->sliding);
                 if (!p->sliding) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
-                QW_TRY(qw_sliding_layers(config, hp, DECODER_VARIANTS[i].local_period,
+                QW_TRY(qw_sliding_layers(config, hp, DECODER_VARIANTS[i].slide_period,
                                          p->sliding, err));
                 p->rope_theta_local = hp->has_rope_theta_swa ? hp->rope_theta_swa : 10000.0;
             }
         }
+    }
+    /* Mistral, Phi-3 and Gemma 2/3 mask keys past their window; Qwen2's configs state one
+     * and switch it off with use_sliding_window */
+    if (hp->has_sliding_window && hp->sliding_window > 0 &&
+        hp->sliding_window < p->settings.seq_length &&
+        !json_is_false(json_object_get(config, "use_sliding_window"))) {
+        p->window = hp->sliding_window;
     }
     if (hp->has_attn_softcap) p->attn_softcap = hp->attn_softcap;
     if (hp->has_final_softcap) p->final_softcap = hp->final_softcap;
@@ -660,13 +674,6 @@ static qw_status coreml_plan_build(const qw_run_context *ctx, const char *format
                "the Neural Engine has been reported to refuse such states (coremltools #2631), "
                "where CPU and GPU run them",
                (long long)p->settings.seq_length, (long long)p->head_dim);
-    }
-    if (p->hp.has_sliding_window && p->hp.sliding_window > 0 &&
-        p->hp.sliding_window < p->settings.seq_length) {
-        qw_log(ctx->reporter, QW_LOG_WARNING,
-               "the program attends to every earlier token: the model's sliding window of %lld "
-               "tokens is not applied, so sequences longer than it differ from transformers",
-               (long long)p->hp.sliding_window);
     }
     uint64_t total = 0;
     size_t n_left_out = 0;
@@ -1110,10 +1117,17 @@ static mv broadcast(mv a, mv c, int dtype) {
     return t;
 }
 
+/* the binary ops whose result is bool whatever their operands */
+static bool is_comparison(const char *type) {
+    static const char *const COMPARISONS[] = {"greater", "greater_equal", "less", "equal"};
+    for (size_t i = 0; i < sizeof COMPARISONS / sizeof COMPARISONS[0]; i++) {
+        if (strcmp(type, COMPARISONS[i]) == 0) return true;
+    }
+    return false;
+}
+
 static mv binary(cm_build *b, const char *type, const char *name, mv x, mv y) {
-    const int dt = strcmp(type, "greater") == 0 || strcmp(type, "equal") == 0 ? QW_MIL_BOOL
-                                                                              : x.dtype;
-    mv out = broadcast(x, y, dt);
+    mv out = broadcast(x, y, is_comparison(type) ? QW_MIL_BOOL : x.dtype);
     return qw_mil_op(b->m, type, name, ARGS(A("x", x), A("y", y)), out);
 }
 
@@ -1323,6 +1337,7 @@ typedef struct cm_shared {
     mv cos_local, sin_local; /* the local layers' (Gemma 3), when the plan has them */
     mv bias;     /* [B, 1, S, S]: 0 where a query may see a key, MASK_VALUE elsewhere (stateful:
                   * [B, 1, L, past + L]) */
+    mv bias_window; /* the same, keys past the sliding window masked too (when the plan has one) */
     cm_kv *kv;   /* stateful programs only, else NULL */
 } cm_shared;
 
@@ -1394,7 +1409,7 @@ static mv split_heads_rope(cm_build *b, const char *pre, mv y, long long layer, 
     mv t = transpose(b, n1, r, (const int32_t[]){0, 2, 1, 3});
     if (!sh) return t;
     join(n1, sizeof n1, pre, "_rope");
-    const bool local = b->p->sliding && b->p->sliding[layer];
+    const bool local = b->p->local_rope && b->p->sliding[layer];
     return rope(b, n1, t, local ? sh->cos_local : sh->cos, local ? sh->sin_local : sh->sin);
 }
 
@@ -1560,7 +1575,9 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     join(n1, sizeof n1, pre, "_v_rep");
     v = repeat_kv(b, n1, v, nh / nkv);
     v.dims[2] = QW_MIL_DYN;
-    mv of = attention(b, pre, q, k, v, sh->bias, p->score_scale, p->attn_softcap);
+    const bool windowed = p->window > 0 && (!p->sliding || p->sliding[layer]);
+    mv of = attention(b, pre, q, k, v, windowed ? sh->bias_window : sh->bias, p->score_scale,
+                      p->attn_softcap);
     const qw_hf_tensor *wo = tensor(b, true, "model.layers.%lld.self_attn.o_proj.weight", layer);
     if (!wo) return (mv){0};
     join(n1, sizeof n1, pre, "_o_weight");
@@ -1735,7 +1752,7 @@ static void rope_table_pair(cm_build *b, mv pos, const char *what, double theta,
 
 static void rope_tables(cm_build *b, mv pos, cm_shared *sh) {
     rope_table_pair(b, pos, "rope", b->p->rope_theta, true, &sh->cos, &sh->sin);
-    if (b->p->sliding) {
+    if (b->p->local_rope) {
         rope_table_pair(b, pos, "rope_local", b->p->rope_theta_local, false, &sh->cos_local,
                         &sh->sin_local);
     }
@@ -1806,6 +1823,17 @@ static void stateful_positions(cm_build *b, mv ids, mv am, mv *pos, mv *kpos, cm
     }
 }
 
+/* [B, S, S'] blocked keys -> the additive bias [B, 1, S, S']: MASK_VALUE where blocked, 0
+ * elsewhere (select() would take its shape from the two values only, so the mask is scaled) */
+static mv attention_bias(cm_build *b, const char *name, mv blocked, mv mask_value) {
+    char n1[96];
+    snprintf(n1, sizeof n1, "%s_fp16", name);
+    mv blocked16 = cast(b, n1, blocked, "fp16");
+    snprintf(n1, sizeof n1, "%s_3d", name);
+    mv bias3 = binary(b, "mul", n1, blocked16, mask_value);
+    return expand_dims(b, name, bias3, 1);
+}
+
 static void build_program(cm_build *b, qw_reporter *r) {
     const cm_plan *p = b->p;
     const int64_t in_dims[2] = {p->settings.batch, QW_MIL_DYN};
@@ -1842,11 +1870,16 @@ static void build_program(cm_build *b, qw_reporter *r) {
     mv amj = expand_dims(b, "key_mask", am, 1);
     mv padded = binary(b, "equal", "padded_keys", amj, zero);
     mv blocked = binary(b, "logical_or", "blocked_keys", future, padded);
-    /* select() would take its shape from the two values only, so the mask is scaled instead */
-    mv blocked16 = cast(b, "blocked_keys_fp16", blocked, "fp16");
     mv neg = qw_mil_const_f16(b->m, "mask_value", MASK_VALUE);
-    mv bias3 = binary(b, "mul", "mask_bias", blocked16, neg);
-    sh.bias = expand_dims(b, "attention_bias", bias3, 1);
+    sh.bias = attention_bias(b, "attention_bias", blocked, neg);
+    if (p->window > 0) { /* sliding layers also block key j when i - j >= window */
+        mv dist = binary(b, "sub", "key_distances", pi, pj);
+        mv wv = qw_mil_const_i32(b->m, "sliding_window", (const int32_t[]){(int32_t)p->window},
+                                 1, 0);
+        mv far = binary(b, "greater_equal", "far_keys", dist, wv);
+        mv blocked_w = binary(b, "logical_or", "blocked_keys_window", blocked, far);
+        sh.bias_window = attention_bias(b, "attention_bias_window", blocked_w, neg);
+    }
     for (long long layer = 0; ok(b) && layer < p->hp.n_layer; layer++) {
         if (!layer_progress(b, r, layer)) return;
         x = block(b, layer, x, &sh);

@@ -498,26 +498,16 @@ static qw_status load_linear(const qw_forward *f, int64_t layer, const char *mod
 
 static void moe_free(qw_moe *m);
 
-/* The tensor names of a sparse layer's MLP, per checkpoint layout: which one a layer uses (or
- * none: a dense layer, as mlp_only_layers / decoder_sparse_step make them) is read from the
- * router tensor present, as the other blocks' extras are. */
-static const struct {
-    const char *prefix;                        /* after "model.layers.<L>." */
-    const char *gate, *up, *down;              /* an expert's linears */
-} MOE_LAYOUTS[] = {
-    {"block_sparse_moe", "w1", "w3", "w2"},      /* Mixtral */
-    {"mlp", "gate_proj", "up_proj", "down_proj"}, /* Qwen2-MoE, Qwen3-MoE */
-};
-
 static qw_status load_expert(const qw_forward *f, int64_t layer, const char *prefix,
-                             size_t layout, int64_t ff, qw_expert *e, qw_error *err) {
+                             const qw_moe_layout *layout, int64_t ff, qw_expert *e,
+                             qw_error *err) {
     char module[160];
     const int64_t d = f->hp.n_embd;
-    snprintf(module, sizeof module, "%s.%s", prefix, MOE_LAYOUTS[layout].gate);
+    snprintf(module, sizeof module, "%s.%s", prefix, layout->gate);
     QW_TRY(load_linear(f, layer, module, ff, d, &e->gate, err));
-    snprintf(module, sizeof module, "%s.%s", prefix, MOE_LAYOUTS[layout].up);
+    snprintf(module, sizeof module, "%s.%s", prefix, layout->up);
     QW_TRY(load_linear(f, layer, module, ff, d, &e->up, err));
-    snprintf(module, sizeof module, "%s.%s", prefix, MOE_LAYOUTS[layout].down);
+    snprintf(module, sizeof module, "%s.%s", prefix, layout->down);
     return load_linear(f, layer, module, d, ff, &e->down, err);
 }
 
@@ -525,14 +515,10 @@ static qw_status load_moe(const qw_forward *f, int64_t layer, qw_moe **out, qw_e
     *out = NULL;
     const qw_hparams *hp = &f->hp;
     char name[160];
-    size_t layout = 0;
-    const size_t n_layouts = sizeof MOE_LAYOUTS / sizeof MOE_LAYOUTS[0];
-    for (; layout < n_layouts; layout++) {
-        snprintf(name, sizeof name, "model.layers.%lld.%s.gate.weight", (long long)layer,
-                 MOE_LAYOUTS[layout].prefix);
-        if (qw_hf_view_find(f->view, name)) break;
-    }
-    if (layout == n_layouts) return QW_OK; /* dense */
+    const qw_moe_layout *layout = qw_hf_view_moe_layout(f->view, layer);
+    if (!layout) return QW_OK; /* dense */
+    snprintf(name, sizeof name, "model.layers.%lld.%s.gate.weight", (long long)layer,
+             layout->prefix);
     if (hp->n_expert <= 0 || hp->n_expert_used <= 0 || hp->n_expert_used > hp->n_expert) {
         return qw_fail_at(err, QW_ERR_CORRUPT, name, -1,
                           "%s: a router, but config.json gives %lld experts with %lld used per "
@@ -543,7 +529,7 @@ static qw_status load_moe(const qw_forward *f, int64_t layer, qw_moe **out, qw_e
     m->n_expert = hp->n_expert;
     m->n_used = hp->n_expert_used;
     m->renorm = f->fam->moe_renorm || hp->norm_topk_prob == QW_TOPK_NORM_ON;
-    const char *prefix = MOE_LAYOUTS[layout].prefix;
+    const char *prefix = layout->prefix;
     const int64_t d = hp->n_embd, ff = hp->n_ff_exp > 0 ? hp->n_ff_exp : hp->n_ff;
     char module[160];
     snprintf(module, sizeof module, "%s.gate", prefix);

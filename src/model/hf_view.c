@@ -337,6 +337,21 @@ const qw_hf_tensor *qw_hf_view_find(const qw_hf_view *v, const char *hf_name) {
     return NULL;
 }
 
+static const qw_moe_layout MOE_LAYOUTS[] = {
+    {"block_sparse_moe", "w1", "w3", "w2"},      /* Mixtral */
+    {"mlp", "gate_proj", "up_proj", "down_proj"}, /* Qwen2-MoE, Qwen3-MoE */
+};
+
+const qw_moe_layout *qw_hf_view_moe_layout(const qw_hf_view *v, int64_t layer) {
+    for (size_t i = 0; i < sizeof MOE_LAYOUTS / sizeof MOE_LAYOUTS[0]; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "model.layers.%lld.%s.gate.weight", (long long)layer,
+                 MOE_LAYOUTS[i].prefix);
+        if (qw_hf_view_find(v, name)) return &MOE_LAYOUTS[i];
+    }
+    return NULL;
+}
+
 qw_status qw_hf_view_config(const qw_hf_view *v, const json_t **out, qw_error *err) {
     *out = v->config;
     if (v->config) return QW_OK;

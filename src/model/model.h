@@ -107,6 +107,19 @@ void qw_hf_view_free(qw_hf_view *v);
 size_t qw_hf_view_count(const qw_hf_view *v);
 const qw_hf_tensor *qw_hf_view_at(const qw_hf_view *v, size_t index);
 const qw_hf_tensor *qw_hf_view_find(const qw_hf_view *v, const char *hf_name);
+/* How a checkpoint names a sparse mixture-of-experts layer's MLP, under "model.layers.<L>.":
+ * the router "<prefix>.gate", expert e's linears "<prefix>.experts.<e>.<gate|up|down>" and, in
+ * Qwen2-MoE, one shared expert "<prefix>.shared_expert.<gate|up|down>" scaled by
+ * sigmoid("<prefix>.shared_expert_gate"). Mixtral's w1 / w3 / w2 are gate / up / down. */
+typedef struct qw_moe_layout {
+    const char *prefix;
+    const char *gate, *up, *down;
+} qw_moe_layout;
+
+/* The layout of layer `layer`'s sparse MLP, recognised by its router tensor; NULL for a dense
+ * layer (a MoE model's mlp_only_layers / decoder_sparse_step make some). */
+const qw_moe_layout *qw_hf_view_moe_layout(const qw_hf_view *v, int64_t layer);
+
 /* config.json: the source's own for an HF directory, else built from GGUF metadata (borrowed).
  * For a GGUF architecture qwodel cannot write a config for, the tensors are still readable and
  * this returns the error (QW_ERR_UNSUPPORTED_ARCH naming the architecture). */

@@ -34,6 +34,7 @@ from coremltools.optimize._utils import compute_qparams  # noqa: E402
 FORMATS = ["float16", "int8_linear", "int8_symmetric", "int6", "int4"]
 SPEC = {"int4": 9}  # iOS18 for grouped LUTs; the others iOS16 (spec 7)
 SEQ_LENGTH = 64
+WINDOW = 5
 
 # Small checkpoints covering what the program has to get right: GQA with llama3 rope scaling
 # and a tied head (llama), q/k/v biases (qwen2), per-head q/k norms, an untied head and a
@@ -44,6 +45,9 @@ SEQ_LENGTH = 64
 # norms and its local layer's own unscaled rope next to a global one with linear scaling (gemma3),
 # and Phi-3's fused qkv_proj / gate_up_proj with longrope's short factors and attention factor
 # (phi3; its original context is the package's length, so the long factors never apply).
+# Mistral, Phi-3 and Gemma 2/3 have a sliding window of WINDOW tokens, shorter than the test's
+# sequences: on every layer (mistral, phi3), on the even layers (gemma2), on the layers
+# layer_types names (gemma3).
 CHECKPOINTS = {
     "llama": dict(family="llama", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
                   heads=4, kv_heads=2,
@@ -55,21 +59,24 @@ CHECKPOINTS = {
     "qwen3": dict(family="qwen3", tokenizer="llama2", tied=False, shards=2, dtype="bf16",
                   hidden=64, heads=4, kv_heads=2, intermediate=128),
     "mistral": dict(family="mistral", tokenizer="llama2", tied=False, dtype="f32", hidden=160,
-                    heads=5, kv_heads=1, intermediate=320),
+                    heads=5, kv_heads=1, intermediate=320,
+                    config_overrides={"sliding_window": WINDOW}),
     "gemma": dict(family="gemma", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
                   heads=4, kv_heads=1, head_dim=32, intermediate=256),
     "gemma2": dict(family="gemma2", tokenizer="llama2", tied=True, dtype="f32", hidden=64,
                    heads=4, kv_heads=2, intermediate=192,
                    config_overrides={"attn_logit_softcapping": 2.0,
                                      "final_logit_softcapping": 1.0,
-                                     "query_pre_attn_scalar": 24}),
+                                     "query_pre_attn_scalar": 24, "sliding_window": WINDOW}),
     "gemma3": dict(family="gemma3", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
                    heads=4, kv_heads=2, intermediate=192,
                    rope_scaling={"rope_type": "linear", "factor": 4.0},
-                   config_overrides={"layer_types": ["sliding_attention", "full_attention"]}),
+                   config_overrides={"layer_types": ["sliding_attention", "full_attention"],
+                                     "sliding_window": WINDOW}),
     "phi3": dict(family="phi3", tokenizer="llama2", tied=False, dtype="bf16", hidden=64, heads=4,
                  intermediate=128, rope_scaling=hf_fixtures.phi3_longrope(16),
-                 config_overrides={"original_max_position_embeddings": SEQ_LENGTH}),
+                 config_overrides={"original_max_position_embeddings": SEQ_LENGTH,
+                                   "sliding_window": WINDOW}),
 }
 
 
@@ -260,6 +267,13 @@ OPS = {
     "relu": lambda a: np.maximum(a["x"].astype(np.float32), 0.0),
     "gelu": lambda a: _gelu(a["x"].astype(np.float64), a["mode"]),
     "tile": lambda a: np.tile(a["x"], [int(v) for v in a["reps"]]),
+    "greater_equal": lambda a: a["x"] >= a["y"],
+    "less": lambda a: a["x"] < a["y"],
+    "logical_and": lambda a: np.logical_and(a["x"], a["y"]),
+    "reduce_sum": lambda a: a["x"].astype(np.float32).sum(axis=tuple(int(v) for v in a["axes"]),
+                                                          keepdims=bool(a["keep_dims"])),
+    "real_div": lambda a: a["x"].astype(np.float32) / a["y"],
+    "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a["x"].astype(np.float32))),
 }
 
 
