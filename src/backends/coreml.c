@@ -213,6 +213,8 @@ typedef struct cm_plan {
     bool local_rope;           /* Gemma 3: the sliding layers use their own rope */
     double rope_theta_local;   /* the local layers' base (rope_local_base_freq), unscaled */
     bool fused;                /* Phi-3: qkv_proj and gate_up_proj, split after the product */
+    bool moe;                  /* some layer is a sparse mixture of experts */
+    bool moe_renorm;           /* its top-k routing weights are renormalized to sum 1 */
     double rope_attn_factor;   /* longrope: cos and sin times this (1 otherwise) */
     double score_scale;        /* queries times this: head_dim^-1/2, or query_pre_attn_scalar's */
     double attn_softcap, final_softcap; /* tanh soft caps of scores and logits, 0 = none */
@@ -244,12 +246,24 @@ static const char *const FUSED_TENSORS[] = {"self_attn.qkv_proj.weight", "mlp.ga
 static const char *const SANDWICH_TENSORS[] = {"pre_feedforward_layernorm.weight",
                                                "post_feedforward_layernorm.weight"};
 
+/* What a tensor is to a sparse layer's MLP (qw_moe_layout names them) */
+typedef enum cm_moe_part {
+    CM_MOE_NONE,   /* not a sparse-MLP tensor of a sparse layer */
+    CM_MOE_ROUTER, /* the router or the shared expert's gate: routing, kept in fp16 */
+    CM_MOE_LINEAR, /* an expert's (or the shared expert's) gate, up or down */
+} cm_moe_part;
+
+static cm_moe_part moe_part(const cm_plan *p, const char *name);
+
 /* coremltools' rule: rank >= 2 and more than 2048 elements; grouped tables also need the
  * output channels to divide into groups (coremltools skips the const otherwise) */
 static bool compressed(const cm_plan *p, const qw_hf_tensor *t) {
     if (p->quant == CM_FP16 || t->n_dims < 2 || t->ne[0] * t->n_rows <= COMPRESS_THRESHOLD) {
         return false;
     }
+    /* A router's logits pick experts: rounding it flips choices, a discrete change far larger
+     * than the bytes it saves (E x hidden). llama.cpp keeps its routers unquantized too. */
+    if (moe_part(p, t->name) == CM_MOE_ROUTER) return false;
     return p->group_rows == 0 || t->n_rows % p->group_rows == 0;
 }
 
@@ -281,8 +295,43 @@ static bool is_block_tensor(const char *name, const char *prefix, int64_t n_laye
     return false;
 }
 
+static cm_moe_part moe_part(const cm_plan *p, const char *name) {
+    long long layer;
+    int at = 0;
+    if (!p->moe || sscanf(name, "model.layers.%lld.%n", &layer, &at) != 1 || at == 0 ||
+        layer < 0 || layer >= p->hp.n_layer) {
+        return CM_MOE_NONE;
+    }
+    const qw_moe_layout *lo = qw_hf_view_moe_layout(p->view, layer);
+    char head[96];
+    snprintf(head, sizeof head, "model.layers.%lld.%s.", layer, lo ? lo->prefix : "");
+    const size_t lh = strlen(head);
+    if (!lo || strncmp(name, head, lh) != 0) return CM_MOE_NONE;
+    const char *rest = name + lh;
+    if (strcmp(rest, "gate.weight") == 0 || strcmp(rest, "shared_expert_gate.weight") == 0) {
+        return CM_MOE_ROUTER;
+    }
+    const char *linear_name = NULL;
+    long long e;
+    char expert[48];
+    if (sscanf(rest, "experts.%lld.", &e) == 1 && e >= 0 && e < p->hp.n_expert) {
+        snprintf(expert, sizeof expert, "experts.%lld.", e); /* only the canonical spelling */
+        if (strncmp(rest, expert, strlen(expert)) == 0) linear_name = rest + strlen(expert);
+    } else if (strncmp(rest, "shared_expert.", 14) == 0) {
+        linear_name = rest + 14;
+    }
+    const char *const linears[3] = {lo->gate, lo->up, lo->down};
+    for (int i = 0; linear_name && i < 3; i++) {
+        const size_t n = strlen(linears[i]);
+        if (strncmp(linear_name, linears[i], n) == 0 && strcmp(linear_name + n, ".weight") == 0) {
+            return CM_MOE_LINEAR;
+        }
+    }
+    return CM_MOE_NONE;
+}
+
 static cm_role decoder_role(const cm_plan *p, const char *name) {
-    const bool known = strcmp(name, "model.embed_tokens.weight") == 0 ||
+    const bool known = moe_part(p, name) != CM_MOE_NONE || strcmp(name, "model.embed_tokens.weight") == 0 ||
                        strcmp(name, "model.norm.weight") == 0 ||
                        strcmp(name, "lm_head.weight") == 0 ||
                        is_block_tensor(name, "model.layers.", p->hp.n_layer, BLOCK_TENSORS,
@@ -450,6 +499,19 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
                           (long long)p->head_dim, (long long)hp->n_head, (long long)n_kv);
     }
     p->hp.n_head_kv = n_kv;
+    for (int64_t l = 0; l < hp->n_layer && !p->moe; l++) {
+        p->moe = qw_hf_view_moe_layout(p->view, l) != NULL;
+    }
+    if (p->moe && (hp->n_expert < 1 || hp->n_expert_used < 1)) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "num_experts_per_tok", -1,
+                          "config.json: the model has routers but gives %lld experts with %lld "
+                          "used per token", (long long)hp->n_expert,
+                          (long long)hp->n_expert_used);
+    }
+    /* as transformers: Mixtral (the llama row with experts) always renormalizes the chosen
+     * experts' weights; the Qwen MoE families when norm_topk_prob says so */
+    p->moe_renorm = p->moe && (strcmp(p->arch_name, "llama") == 0 ||
+                               hp->norm_topk_prob == QW_TOPK_NORM_ON);
     p->rope_attn_factor = 1.0;
     if (longrope) QW_TRY(check_longrope(p, config, err));
     p->score_scale = 1.0 / sqrt(scalar > 0.0 ? scalar : (double)p->head_dim);
@@ -571,8 +633,8 @@ struct cm_family {
     bool generates; /* a causal LM: `stateful` can keep its key/value cache */
 };
 
-static const char *const DECODER_ARCHS[] = {"llama",  "qwen2",  "qwen3", "gemma",
-                                            "gemma2", "gemma3", "phi3",  NULL};
+static const char *const DECODER_ARCHS[] = {"llama", "qwen2",  "qwen2moe", "qwen3", "qwen3moe",
+                                            "gemma", "gemma2", "gemma3",   "phi3",  NULL};
 static const char *const ENCODER_ARCHS[] = {"bert", NULL};
 
 static const cm_family FAMILIES[] = {
@@ -1216,6 +1278,22 @@ static mv norm_weight(cm_build *b, const qw_hf_tensor *t, const char *mil_name) 
     return qw_mil_const_data(b->m, mil_name, QW_MIL_FP16, 1, dims, b->half, (size_t)n * 2);
 }
 
+/* The reduction `op` of x over its last axis, kept as an axis of 1 or dropped */
+static mv reduce_last_axis(cm_build *b, const char *op, const char *name, mv x, bool keep_dims) {
+    char n1[160];
+    join(n1, sizeof n1, name, "_axes");
+    mv axes = qw_mil_const_i32(b->m, n1, (const int32_t[]){-1}, 1, 1);
+    join(n1, sizeof n1, name, "_keep_dims");
+    mv keep = qw_mil_const_bool(b->m, n1, keep_dims);
+    mv out = x;
+    if (keep_dims) {
+        out.dims[x.rank - 1] = 1;
+    } else {
+        out.rank--;
+    }
+    return qw_mil_op(b->m, op, name, ARGS(A("x", x), A("axes", axes), A("keep_dims", keep)), out);
+}
+
 /* RMSNorm in float32 as transformers computes it (mean of squares in f32, so x^2 cannot
  * overflow fp16), the result back in fp16 times the weight. */
 static mv rms_norm(cm_build *b, const char *pre, mv x, mv w) {
@@ -1225,16 +1303,8 @@ static mv rms_norm(cm_build *b, const char *pre, mv x, mv w) {
     mv xf = cast(b, n1, x, "fp32");
     join(n1, sizeof n1, pre, "_sq");
     mv sq = binary(b, "mul", n1, xf, xf);
-    join(n1, sizeof n1, pre, "_mean_axes");
-    const int32_t last = -1;
-    mv axes = qw_mil_const_i32(b->m, n1, &last, 1, 1);
-    join(n1, sizeof n1, pre, "_mean_keep_dims");
-    mv keep = qw_mil_const_bool(b->m, n1, true);
-    mv mean_t = xf;
-    mean_t.dims[xf.rank - 1] = 1;
     join(n1, sizeof n1, pre, "_mean");
-    mv mean = qw_mil_op(b->m, "reduce_mean", n1,
-                        ARGS(A("x", sq), A("axes", axes), A("keep_dims", keep)), mean_t);
+    mv mean = reduce_last_axis(b, "reduce_mean", n1, sq, true);
     join(n1, sizeof n1, pre, "_eps");
     mv eps = qw_mil_const_f32(b->m, n1, (float)b->p->rms_eps);
     join(n2, sizeof n2, pre, "_rsqrt");
@@ -1522,6 +1592,171 @@ static mv attention(cm_build *b, const char *pre, mv q, mv k, mv v, mv bias, dou
     return reshape(b, n1, ot, flat, 3);
 }
 
+/* act(g) * u through the down projection w; names start with pre */
+static mv gated_down(cm_build *b, const char *pre, mv g, mv u, mv w) {
+    char n1[160];
+    join(n1, sizeof n1, pre, "_act");
+    mv a = activation(b, n1, g);
+    join(n1, sizeof n1, pre, "_gated");
+    mv gu = binary(b, "mul", n1, a, u);
+    join(n1, sizeof n1, pre, "_down");
+    return linear(b, n1, gu, w, NULL);
+}
+
+/* The gated MLP down(act(gate x) * up x) of the checkpoint module `module` (an expert's or the
+ * shared expert's), whose linears the layout names; names start with pre */
+static mv expert_mlp(cm_build *b, const char *pre, mv x, const char *module,
+                     const qw_moe_layout *lo) {
+    static const char *const WEIGHTS[3] = {"_gate_weight", "_up_weight", "_down_weight"};
+    const char *const linears[3] = {lo->gate, lo->up, lo->down};
+    char n1[160];
+    mv w[3];
+    for (int i = 0; i < 3; i++) {
+        const qw_hf_tensor *t = tensor(b, true, "%s.%s.weight", module, linears[i]);
+        if (!t) return (mv){0};
+        join(n1, sizeof n1, pre, WEIGHTS[i]);
+        w[i] = weight(b, t, n1);
+    }
+    join(n1, sizeof n1, pre, "_gate");
+    mv g = linear(b, n1, x, w[0], NULL);
+    join(n1, sizeof n1, pre, "_up");
+    mv u = linear(b, n1, x, w[1], NULL);
+    return gated_down(b, pre, g, u, w[2]);
+}
+
+/* A dense layer's MLP; Phi-3's gate_up_proj holds gate's rows, then up's */
+static mv dense_mlp(cm_build *b, const char *pre, long long layer, mv h2) {
+    if (!b->p->fused) {
+        char module[64];
+        snprintf(module, sizeof module, "model.layers.%lld.mlp", layer);
+        static const qw_moe_layout DENSE = {"mlp", "gate_proj", "up_proj", "down_proj"};
+        return expert_mlp(b, pre, h2, module, &DENSE);
+    }
+    char n1[160];
+    const qw_hf_tensor *td = tensor(b, true, "model.layers.%lld.mlp.down_proj.weight", layer);
+    const qw_hf_tensor *t = tensor(b, true, "model.layers.%lld.mlp.gate_up_proj.weight", layer);
+    if (!td || !t) return (mv){0};
+    join(n1, sizeof n1, pre, "_down_weight");
+    mv wd = weight(b, td, n1);
+    join(n1, sizeof n1, pre, "_gate_up_weight");
+    mv w = weight(b, t, n1);
+    join(n1, sizeof n1, pre, "_gate_up");
+    mv y = linear(b, n1, h2, w, NULL);
+    const int64_t ff = w.dims[0] / 2;
+    join(n1, sizeof n1, pre, "_gate");
+    mv g = last_axis_slice(b, n1, y, 0, ff);
+    join(n1, sizeof n1, pre, "_up");
+    mv u = last_axis_slice(b, n1, y, ff, 2 * ff);
+    return gated_down(b, pre, g, u, wd);
+}
+
+/* A sparse layer's MLP as transformers computes it: router logits, softmax in fp32, the
+ * n_expert_used most probable experts (weights renormalized to sum 1 when the plan says so),
+ * their outputs summed with those weights; then Qwen2-MoE's shared expert times
+ * sigmoid(shared_expert_gate x). A program has no data-dependent dispatch, so every expert runs
+ * on every token and the others get weight 0; the top k are found by ranking each expert by how
+ * many others beat it (a higher logit, or an equal one with a lower number: torch.topk's
+ * order), which needs no sort op. */
+static mv moe_mlp(cm_build *b, const char *pre, long long layer, mv x, const qw_moe_layout *lo) {
+    if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
+    const cm_plan *p = b->p;
+    const int64_t n_expert = p->hp.n_expert;
+    char n1[160], rpre[96], module[96];
+    join(rpre, sizeof rpre, pre, "_router");
+    const qw_hf_tensor *rt = tensor(b, true, "model.layers.%lld.%s.gate.weight", layer,
+                                    lo->prefix);
+    if (!rt) return (mv){0};
+    join(n1, sizeof n1, rpre, "_weight");
+    mv rw = weight(b, rt, n1);
+    join(n1, sizeof n1, rpre, "_logits_fp16");
+    mv logits16 = linear(b, n1, x, rw, NULL); /* [B, S, E] */
+    join(n1, sizeof n1, rpre, "_logits");
+    mv logits = cast(b, n1, logits16, "fp32");
+    /* beats[.., e, f]: expert f ranks before expert e */
+    join(n1, sizeof n1, rpre, "_logits_e");
+    mv le = expand_dims(b, n1, logits, 3);
+    join(n1, sizeof n1, rpre, "_logits_f");
+    mv lf = expand_dims(b, n1, logits, 2);
+    join(n1, sizeof n1, rpre, "_higher");
+    mv higher = binary(b, "greater", n1, lf, le);
+    join(n1, sizeof n1, rpre, "_tied");
+    mv tied = binary(b, "equal", n1, lf, le);
+    if (!ok(b)) return (mv){0};
+    int32_t *numbers = qw_malloc_array((size_t)n_expert, sizeof *numbers);
+    if (!numbers) {
+        qw_error e = {0};
+        fail(b, &e, qw_fail(&e, QW_ERR_NO_MEMORY, "out of memory"));
+        return (mv){0};
+    }
+    for (int64_t e = 0; e < n_expert; e++) numbers[e] = (int32_t)e;
+    join(n1, sizeof n1, rpre, "_expert_f");
+    mv nf = qw_mil_const_i32(b->m, n1, numbers, (size_t)n_expert, 1);
+    qw_free(numbers);
+    join(n1, sizeof n1, rpre, "_expert_e");
+    mv ne = expand_dims(b, n1, nf, 1);
+    join(n1, sizeof n1, rpre, "_lower_number");
+    mv lower = binary(b, "less", n1, nf, ne); /* [E, E]: f < e */
+    join(n1, sizeof n1, rpre, "_tie_won");
+    mv tie_won = binary(b, "logical_and", n1, tied, lower);
+    join(n1, sizeof n1, rpre, "_beats");
+    mv beats = binary(b, "logical_or", n1, higher, tie_won);
+    join(n1, sizeof n1, rpre, "_beats_fp32");
+    mv beats32 = cast(b, n1, beats, "fp32");
+    join(n1, sizeof n1, rpre, "_rank");
+    mv rank = reduce_last_axis(b, "reduce_sum", n1, beats32, false);
+    join(n1, sizeof n1, rpre, "_top_k");
+    mv k = qw_mil_const_f32(b->m, n1, (float)p->hp.n_expert_used);
+    join(n1, sizeof n1, rpre, "_chosen");
+    mv chosen = binary(b, "less", n1, rank, k);
+    join(n1, sizeof n1, rpre, "_chosen_fp32");
+    mv chosen32 = cast(b, n1, chosen, "fp32");
+    join(n1, sizeof n1, rpre, "_softmax_axis");
+    mv axis = qw_mil_const_i32(b->m, n1, (const int32_t[]){-1}, 1, 0);
+    join(n1, sizeof n1, rpre, "_probs");
+    mv probs = qw_mil_op(b->m, "softmax", n1, ARGS(A("x", logits), A("axis", axis)), logits);
+    join(n1, sizeof n1, rpre, "_weights_fp32");
+    mv weights = binary(b, "mul", n1, probs, chosen32);
+    if (p->moe_renorm) {
+        join(n1, sizeof n1, rpre, "_weights_sum");
+        mv sum = reduce_last_axis(b, "reduce_sum", n1, weights, true);
+        join(n1, sizeof n1, rpre, "_weights_renormalized");
+        weights = binary(b, "real_div", n1, weights, sum);
+    }
+    join(n1, sizeof n1, rpre, "_weights");
+    weights = cast(b, n1, weights, "fp16");
+    mv sum = {0};
+    for (int64_t e = 0; ok(b) && e < n_expert; e++) {
+        char epre[96];
+        snprintf(epre, sizeof epre, "%s_expert_%lld", pre, (long long)e);
+        snprintf(module, sizeof module, "model.layers.%lld.%s.experts.%lld", layer, lo->prefix,
+                 (long long)e);
+        mv y = expert_mlp(b, epre, x, module, lo);
+        join(n1, sizeof n1, epre, "_weight");
+        mv we = last_axis_slice(b, n1, weights, e, e + 1);
+        join(n1, sizeof n1, epre, "_weighted");
+        mv yw = binary(b, "mul", n1, y, we);
+        join(n1, sizeof n1, epre, "_sum");
+        sum = e == 0 ? yw : binary(b, "add", n1, sum, yw);
+    }
+    const qw_hf_tensor *sg = tensor(b, false, "model.layers.%lld.%s.shared_expert_gate.weight",
+                                    layer, lo->prefix);
+    if (!sg) return sum;
+    char spre[96];
+    join(spre, sizeof spre, pre, "_shared_expert");
+    snprintf(module, sizeof module, "model.layers.%lld.%s.shared_expert", layer, lo->prefix);
+    mv y = expert_mlp(b, spre, x, module, lo);
+    join(n1, sizeof n1, spre, "_gate_weight_in");
+    mv gw = weight(b, sg, n1);
+    join(n1, sizeof n1, spre, "_gate_logit");
+    mv gl = linear(b, n1, x, gw, NULL);
+    join(n1, sizeof n1, spre, "_gate_value");
+    mv gv = unary(b, "sigmoid", n1, gl);
+    join(n1, sizeof n1, spre, "_gated_out");
+    mv ys = binary(b, "mul", n1, y, gv);
+    join(n1, sizeof n1, pre, "_moe_out");
+    return binary(b, "add", n1, sum, ys);
+}
+
 static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     if (!ok(b)) return (mv){0}; /* after an error vars are empty: build nothing more */
     const cm_plan *p = b->p;
@@ -1599,42 +1834,8 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     mv w2 = norm_weight(b, t2, n1);
     join(n1, sizeof n1, pre, "_post_norm");
     mv h2 = rms_norm(b, n1, x, w2);
-    /* gate, up and down; Phi-3's gate_up_proj holds gate's rows, then up's */
-    static const char *const MLP[] = {"gate", "up", "down"};
-    static const char *const MLP_WEIGHTS[] = {"_gate_weight", "_up_weight", "_down_weight"};
-    mv mw[3], g, u;
-    for (int i = p->fused ? 2 : 0; i < 3; i++) {
-        const qw_hf_tensor *t =
-            tensor(b, true, "model.layers.%lld.mlp.%s_proj.weight", layer, MLP[i]);
-        if (!t) return (mv){0};
-        join(n1, sizeof n1, pre, MLP_WEIGHTS[i]);
-        mw[i] = weight(b, t, n1);
-    }
-    if (p->fused) {
-        const qw_hf_tensor *t =
-            tensor(b, true, "model.layers.%lld.mlp.gate_up_proj.weight", layer);
-        if (!t) return (mv){0};
-        join(n1, sizeof n1, pre, "_gate_up_weight");
-        mv w = weight(b, t, n1);
-        join(n1, sizeof n1, pre, "_gate_up");
-        mv y = linear(b, n1, h2, w, NULL);
-        const int64_t ff = w.dims[0] / 2;
-        join(n1, sizeof n1, pre, "_gate");
-        g = last_axis_slice(b, n1, y, 0, ff);
-        join(n1, sizeof n1, pre, "_up");
-        u = last_axis_slice(b, n1, y, ff, 2 * ff);
-    } else {
-        join(n1, sizeof n1, pre, "_gate");
-        g = linear(b, n1, h2, mw[0], NULL);
-        join(n1, sizeof n1, pre, "_up");
-        u = linear(b, n1, h2, mw[1], NULL);
-    }
-    join(n1, sizeof n1, pre, "_act");
-    mv a = activation(b, n1, g);
-    join(n1, sizeof n1, pre, "_gated");
-    mv gu = binary(b, "mul", n1, a, u);
-    join(n1, sizeof n1, pre, "_down");
-    mv d = linear(b, n1, gu, mw[2], NULL);
+    const qw_moe_layout *moe = qw_hf_view_moe_layout(p->view, layer);
+    mv d = moe ? moe_mlp(b, pre, layer, h2, moe) : dense_mlp(b, pre, layer, h2);
     if (p->sandwich) {
         const qw_hf_tensor *t4 =
             tensor(b, true, "model.layers.%lld.post_feedforward_layernorm.weight", layer);
@@ -1907,33 +2108,18 @@ static mv layer_norm(cm_build *b, const char *pre, mv x, mv gamma, mv beta) {
     char n1[160];
     join(n1, sizeof n1, pre, "_x32");
     mv xf = cast(b, n1, x, "fp32");
-    const int32_t last = -1;
-    mv mean_t = xf;
-    mean_t.dims[xf.rank - 1] = 1;
-    mv moments[2];
-    mv centered = {0};
-    for (int k = 0; k < 2; k++) {
-        join(n1, sizeof n1, pre, k ? "_var_axes" : "_mean_axes");
-        mv axes = qw_mil_const_i32(b->m, n1, &last, 1, 1);
-        join(n1, sizeof n1, pre, k ? "_var_keep_dims" : "_mean_keep_dims");
-        mv keep = qw_mil_const_bool(b->m, n1, true);
-        mv in = xf;
-        if (k) {
-            join(n1, sizeof n1, pre, "_sq");
-            in = binary(b, "mul", n1, centered, centered);
-        }
-        join(n1, sizeof n1, pre, k ? "_var" : "_mean");
-        moments[k] = qw_mil_op(b->m, "reduce_mean", n1,
-                               ARGS(A("x", in), A("axes", axes), A("keep_dims", keep)), mean_t);
-        if (!k) {
-            join(n1, sizeof n1, pre, "_centered");
-            centered = binary(b, "sub", n1, xf, moments[0]);
-        }
-    }
+    join(n1, sizeof n1, pre, "_mean");
+    mv mean = reduce_last_axis(b, "reduce_mean", n1, xf, true);
+    join(n1, sizeof n1, pre, "_centered");
+    mv centered = binary(b, "sub", n1, xf, mean);
+    join(n1, sizeof n1, pre, "_sq");
+    mv sq = binary(b, "mul", n1, centered, centered);
+    join(n1, sizeof n1, pre, "_var");
+    mv var = reduce_last_axis(b, "reduce_mean", n1, sq, true);
     join(n1, sizeof n1, pre, "_eps");
     mv eps = qw_mil_const_f32(b->m, n1, (float)b->p->norm_eps);
     join(n1, sizeof n1, pre, "_rsqrt");
-    mv r = qw_mil_op(b->m, "rsqrt", n1, ARGS(A("x", moments[1]), A("epsilon", eps)), mean_t);
+    mv r = qw_mil_op(b->m, "rsqrt", n1, ARGS(A("x", var), A("epsilon", eps)), var);
     join(n1, sizeof n1, pre, "_normed");
     mv y = binary(b, "mul", n1, centered, r);
     join(n1, sizeof n1, pre, "_x16");
@@ -2241,8 +2427,8 @@ static qw_status coreml_check_model(const qw_model *m, qw_error *err) {
     const char *arch = m->arch ? m->arch->name : m->arch_name;
     return qw_fail_at(err, QW_ERR_UNSUPPORTED_ARCH, "architecture", -1,
                       "%s: the coreml backend does not write %s \"%s\" yet (it writes llama, "
-                      "mistral, qwen2, qwen3, gemma, gemma2, gemma3 text and phi3 causal LMs and "
-                      "BERT encoders)",
+                      "mistral, mixtral, qwen2, qwen2-moe, qwen3, qwen3-moe, gemma, gemma2, gemma3 "
+                      "text and phi3 causal LMs and BERT encoders)",
                       m->path, multimodal ? "the multimodal" : "architecture", arch ? arch : "?");
 }
 

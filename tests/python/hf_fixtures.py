@@ -510,6 +510,8 @@ def _moe_config(family, tokenizer, *, hidden, layers, heads, kv_heads, intermedi
             "output_router_logits": False,
             "router_aux_loss_coef": 0.001,
         })
+        if moe["dense_layers"]:  # Qwen1.5-MoE's config has no such key; transformers reads it
+            c["mlp_only_layers"] = sorted(moe["dense_layers"])
     else:  # qwen3_moe
         c = {
             "attention_bias": False,
@@ -524,7 +526,7 @@ def _moe_config(family, tokenizer, *, hidden, layers, heads, kv_heads, intermedi
             "intermediate_size": intermediate,
             "max_position_embeddings": 40960,
             "max_window_layers": layers,
-            "mlp_only_layers": [],
+            "mlp_only_layers": sorted(moe["dense_layers"]),
             "model_type": "qwen3_moe",
             "moe_intermediate_size": moe["intermediate"],
             "norm_topk_prob": True,
@@ -639,7 +641,7 @@ def model_tensor_shapes(family, *, hidden, layers, heads, kv_heads, intermediate
         if family in ("qwen3", "qwen3_moe"):
             t.append((p + "self_attn.q_norm.weight", (head_dim,), "n"))
             t.append((p + "self_attn.k_norm.weight", (head_dim,), "n"))
-        if family in MOE_FAMILIES:
+        if family in MOE_FAMILIES and i not in moe["dense_layers"]:
             t += _moe_mlp(family, p, hidden, intermediate, moe)
         else:
             t.append((p + "mlp.gate_proj.weight", (intermediate, hidden), "w"))
@@ -682,7 +684,7 @@ def _split_groups(entries, shards):
 def make_checkpoint(out_dir, family, *, tokenizer, tied, shards=1, dtype="bf16", hidden=256, layers=2,
                     heads=4, kv_heads=None, intermediate=None, head_dim=None, vocab_size=None,
                     rope_scaling=None, seed=0, config_overrides=None, experts=4, experts_used=2,
-                    moe_intermediate=256, shared_intermediate=512) -> Path:
+                    moe_intermediate=256, shared_intermediate=512, dense_layers=()) -> Path:
     """Write a HuggingFace checkpoint directory at `out_dir` and return its path.
 
     family: "llama" | "mistral" | "qwen2" | "qwen3"; tokenizer: "llama2" | "llama3" | "qwen3".
@@ -697,7 +699,8 @@ def make_checkpoint(out_dir, family, *, tokenizer, tied, shards=1, dtype="bf16",
     it is built, for tests that need one unusual key.
     MoE families (MOE_FAMILIES) also take experts / experts_used (num_local_experts or num_experts,
     num_experts_per_tok), moe_intermediate (Qwen's moe_intermediate_size; Mixtral's experts use
-    `intermediate`) and shared_intermediate (Qwen2-MoE's shared expert).
+    `intermediate`) and shared_intermediate (Qwen2-MoE's shared expert); the Qwen ones also
+    dense_layers, layers with a dense MLP of `intermediate` (config mlp_only_layers).
     Within each file tensors are sorted by name, as the reference safetensors writer orders them;
     shards hold contiguous runs of the model's modules (embedding, layers, final norm + head) and the
     index's weight_map is sorted by tensor name, as transformers writes it.
@@ -711,7 +714,10 @@ def make_checkpoint(out_dir, family, *, tokenizer, tied, shards=1, dtype="bf16",
     if family not in FAMILIES + MOE_FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES + MOE_FAMILIES}")
     moe = dict(experts=experts, experts_used=experts_used, intermediate=moe_intermediate,
-               shared_intermediate=shared_intermediate) if family in MOE_FAMILIES else None
+               shared_intermediate=shared_intermediate,
+               dense_layers=tuple(dense_layers)) if family in MOE_FAMILIES else None
+    if dense_layers and family not in ("qwen2_moe", "qwen3_moe"):
+        raise ValueError("dense_layers is a Qwen MoE config key (mlp_only_layers)")
     if tokenizer not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {TOKENIZERS}")
     st_dtype = _DTYPE_ALIASES.get(str(dtype).lower(), dtype)

@@ -45,6 +45,9 @@ WINDOW = 5
 # norms and its local layer's own unscaled rope next to a global one with linear scaling (gemma3),
 # and Phi-3's fused qkv_proj / gate_up_proj with longrope's short factors and attention factor
 # (phi3; its original context is the package's length, so the long factors never apply).
+# Mixture-of-experts layers: Mixtral's (top 2 of 4, renormalized), Qwen2-MoE's (not
+# renormalized, with a gated shared expert) and Qwen3-MoE's (top 3 of 8, renormalized, next to
+# a dense layer as mlp_only_layers makes it).
 # Mistral, Phi-3 and Gemma 2/3 have a sliding window of WINDOW tokens, shorter than the test's
 # sequences: on every layer (mistral, phi3), on the even layers (gemma2), on the layers
 # layer_types names (gemma3).
@@ -73,6 +76,14 @@ CHECKPOINTS = {
                    rope_scaling={"rope_type": "linear", "factor": 4.0},
                    config_overrides={"layer_types": ["sliding_attention", "full_attention"],
                                      "sliding_window": WINDOW}),
+    "mixtral": dict(family="mixtral", tokenizer="llama2", tied=False, dtype="bf16", hidden=64,
+                    heads=4, kv_heads=2, intermediate=96, experts=4, experts_used=2),
+    "qwen2_moe": dict(family="qwen2_moe", tokenizer="llama2", tied=False, dtype="f16",
+                      hidden=64, heads=4, kv_heads=2, experts=4, experts_used=2,
+                      moe_intermediate=48, shared_intermediate=128),
+    "qwen3_moe": dict(family="qwen3_moe", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
+                      heads=4, kv_heads=2, intermediate=160, experts=8, experts_used=3,
+                      moe_intermediate=32, dense_layers=[1]),
     "phi3": dict(family="phi3", tokenizer="llama2", tied=False, dtype="bf16", hidden=64, heads=4,
                  intermediate=128, rope_scaling=hf_fixtures.phi3_longrope(16),
                  config_overrides={"original_max_position_embeddings": SEQ_LENGTH,
@@ -392,25 +403,50 @@ def test_compressed_program_close_to_transformers(packages, fmt, tol):
     assert err <= tol * np.abs(ref).max(), err
 
 
-def test_gguf_source_gives_the_same_program(qwodel_bin, packages, tmp_path):
+@pytest.mark.parametrize("key", ["qwen2", "mixtral"])
+def test_gguf_source_gives_the_same_program(qwodel_bin, packages, tmp_path, key):
     """A GGUF source goes through the same HF view: a lossless BF16 GGUF of the checkpoint
-    gives a package whose program computes exactly what the directory's package computes."""
-    ck = packages.checkpoint("qwen2")
+    gives a package whose program computes exactly what the directory's package computes
+    (Mixtral's experts come back from llama.cpp's stacked tensors one by one)."""
+    ck = packages.checkpoint(key)
     run_qwodel(qwodel_bin, "quantize", ck, "-f", "BF16", "-o", tmp_path, "-q")
-    gguf = tmp_path / "qwen2-bf16.gguf"
+    gguf = tmp_path / f"{key}-bf16.gguf"
     run_qwodel(qwodel_bin, "quantize", gguf, "-b", "coreml", "-o", tmp_path / "o",
                "--seq-length", SEQ_LENGTH, "-q")
-    pkg = tmp_path / "o" / "qwen2-bf16_float16.mlpackage"
+    pkg = tmp_path / "o" / f"{key}-bf16_float16.mlpackage"
     spec = ct.utils.load_spec(str(pkg))
     milproto_load(spec, specification_version=7, file_weights_dir=weights_dir(pkg))
     ids = np.random.default_rng(5).integers(0, 32000, size=(1, 7)).astype(np.int32)
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     ours = evaluate(pkg, feed)["logits"]
-    ref = evaluate(packages("qwen2", "float16"), feed)["logits"]
+    ref = evaluate(packages(key, "float16"), feed)["logits"]
     assert np.array_equal(ours, ref)
 
 
 # ---- compression against coremltools' own quantizer ----------------------------------------
+
+@pytest.mark.parametrize("fmt", ["int8_linear", "int4"])
+def test_moe_routers_stay_fp16(qwodel_bin, tmp_path, fmt):
+    """A router picks experts, so it is left in fp16 even past coremltools' size threshold
+    (40 experts x 64 = 2560 elements) while every expert's weights are compressed; the
+    program still loads and rebuilds."""
+    ck = hf_fixtures.make_checkpoint(tmp_path / "mixtral40", "mixtral", tokenizer="llama2",
+                                     tied=True, dtype="bf16", hidden=64, heads=4, kv_heads=2,
+                                     intermediate=64, experts=40, experts_used=2)
+    run_qwodel(qwodel_bin, "quantize", ck, "-b", "coreml", "-f", fmt, "-o", tmp_path / "o",
+               "--seq-length", SEQ_LENGTH, "-q")
+    pkg = tmp_path / "o" / f"mixtral40_{fmt.replace('_', '-')}.mlpackage"
+    spec = ct.utils.load_spec(str(pkg))
+    milproto_load(spec, specification_version=spec.specificationVersion,
+                  file_weights_dir=weights_dir(pkg))
+    kinds = {op.outputs[0].name: op.type for op in main_block(spec)[1].operations}
+    for layer in range(2):
+        assert kinds[f"layers_{layer}_router_weight"] == "const"
+        experts = [kinds[f"layers_{layer}_expert_{e}_{w}_weight"]
+                   for e in range(40) for w in ("gate", "up", "down")]
+        assert set(experts) == {"constexpr_affine_dequantize" if fmt == "int8_linear"
+                                else "constexpr_lut_to_dense"}
+
 
 @pytest.mark.parametrize("fmt", ["int8_linear", "int8_symmetric"])
 def test_int8_weights_match_coremltools(packages, fmt):
@@ -498,6 +534,32 @@ def test_palettized_weights_match_coremltools(packages, fmt):
 
 # ---- refusals -------------------------------------------------------------------------------
 
+def _falcon_gguf(path):
+    """A one-layer GGUF of llama.cpp's falcon architecture (fused q/k/v, no gate)."""
+    gguf = pytest.importorskip("gguf")
+    w = gguf.GGUFWriter(str(path), "falcon")
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_embedding_length(64)
+    w.add_feed_forward_length(128)
+    w.add_head_count(4)
+    w.add_head_count_kv(1)
+    w.add_layer_norm_eps(1e-5)
+    rng = np.random.default_rng(0)
+    shapes = {"token_embd.weight": (256, 64), "output_norm.weight": (64,),
+              "output_norm.bias": (64,), "blk.0.attn_norm.weight": (64,),
+              "blk.0.attn_norm.bias": (64,), "blk.0.attn_qkv.weight": (96, 64),
+              "blk.0.attn_output.weight": (64, 64), "blk.0.ffn_up.weight": (128, 64),
+              "blk.0.ffn_down.weight": (64, 128)}
+    for name, shape in shapes.items():
+        w.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 def test_bad_options_and_families_leave_nothing(qwodel_bin, packages, tmp_path):
     ck = packages.checkpoint("qwen3")
     out = tmp_path / "out"
@@ -513,10 +575,10 @@ def test_bad_options_and_families_leave_nothing(qwodel_bin, packages, tmp_path):
     proc = run_qwodel(qwodel_bin, "quantize", ck, "-b", "coreml", "-f", "int3", "-o", out,
                       check=False)
     assert proc.returncode != 0 and "int3" in proc.stderr
-    moe = hf_fixtures.make_checkpoint(tmp_path / "moe", "qwen3_moe", tokenizer="llama2",
-                                      tied=False, hidden=64, heads=4, moe_intermediate=32)
-    proc = run_qwodel(qwodel_bin, "quantize", moe, "-b", "coreml", "-o", out, check=False)
-    assert proc.returncode != 0 and "coreml backend does not write" in proc.stderr, proc.stderr
+    falcon = _falcon_gguf(tmp_path / "falcon.gguf")  # an architecture with no program here
+    proc = run_qwodel(qwodel_bin, "quantize", falcon, "-b", "coreml", "-o", out, check=False)
+    assert proc.returncode != 0 and 'does not write architecture "falcon"' in proc.stderr, \
+        proc.stderr
     # longrope switches factors past the original context: a longer package is refused
     phi3 = packages.checkpoint("phi3")
     proc = run_qwodel(qwodel_bin, "quantize", phi3, "-b", "coreml", "-o", out, "--seq-length",

@@ -26,6 +26,7 @@ typedef struct spec {
     const char *tok_pre;
     bool tok_types_f32;        /* token_type stored as f32 instead of i32 */
     bool tok_unsplittable;     /* "a" "b" "c": no token is two others (no SPM merge at all) */
+    bool router;               /* blk.0.ffn_gate_inp.weight of 4 experts, 2 used (Mixtral) */
 } spec;
 
 static spec default_spec(void) {
@@ -60,6 +61,10 @@ static char *write_model(const char *file, const spec *s) {
     U32("feed_forward_length", 32);
     if (!s->no_head_count) U32("attention.head_count", 2);
     U32("attention.head_count_kv", 1);
+    if (s->router) {
+        U32("expert_count", 4);
+        U32("expert_used_count", 2);
+    }
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", s->arch);
     qw_gguf_writer_set_f32(w, key, 1e-5f, &err);
     snprintf(key, sizeof key, "%s.rope.freq_base", s->arch);
@@ -109,6 +114,11 @@ static char *write_model(const char *file, const spec *s) {
     if (s->extra_tensor) {
         qw_gguf_writer_add_tensor(w, "blk.0.attn_foo.weight", QW_QTYPE_F32, 1, ne_norm, &err);
     }
+    const int64_t ne_router[2] = {n_embd, 4};
+    if (s->router) {
+        qw_gguf_writer_add_tensor(w, "blk.0.ffn_gate_inp.weight", QW_QTYPE_F32, 2, ne_router,
+                                  &err);
+    }
     CHECK_OK(qw_gguf_writer_begin(w, path, &err), &err);
     if (s->rope_freqs) qw_gguf_writer_write(w, s->rope_freqs, (size_t)(hd / 2) * 4, &err);
     for (int64_t r = 0; r < vocab; r++) {
@@ -135,6 +145,12 @@ static char *write_model(const char *file, const spec *s) {
     for (int k = 0; k < (s->extra_tensor ? 2 : 1); k++) {
         for (int64_t c = 0; c < n_embd; c++) {
             float v = hf_value(3, 0, c);
+            qw_gguf_writer_write(w, &v, 4, &err);
+        }
+    }
+    for (int64_t r = 0; s->router && r < 4; r++) {
+        for (int64_t c = 0; c < n_embd; c++) {
+            float v = hf_value(4, r, c);
             qw_gguf_writer_write(w, &v, 4, &err);
         }
     }
@@ -312,6 +328,39 @@ TEST(gemma_norms_lose_their_offset_and_config_has_gemma_keys) {
 
 /* Every architecture row gets a config.json of one of its own classes (Mixtral for a "llama"
  * GGUF with experts), and a rope scaling type HF cannot take is refused, not written. */
+/* A layer with a router is a sparse one, named as its checkpoint layout names it; a layer
+ * without one, or past the model's, is dense. */
+TEST(moe_layout_is_found_by_the_router) {
+    spec s = default_spec();
+    s.router = true;
+    char *path = write_model("router.gguf", &s);
+    qw_model *m;
+    qw_hf_view *v;
+    qw_error err = {0};
+    CHECK_OK(open_view(path, &m, &v, &err), &err);
+    if (v) {
+        CHECK(qw_hf_view_find(v, "model.layers.0.block_sparse_moe.gate.weight") != NULL);
+        const qw_moe_layout *lo = qw_hf_view_moe_layout(v, 0);
+        CHECK(lo != NULL);
+        if (lo) {
+            CHECK_EQ_STR(lo->prefix, "block_sparse_moe");
+            CHECK_EQ_STR(lo->gate, "w1");
+            CHECK_EQ_STR(lo->up, "w3");
+            CHECK_EQ_STR(lo->down, "w2");
+        }
+        CHECK(qw_hf_view_moe_layout(v, 1) == NULL);
+        CHECK(qw_hf_view_moe_layout(v, -1) == NULL);
+    }
+    close_view(m, v);
+    qw_free(path);
+    s = default_spec();
+    path = write_model("dense.gguf", &s);
+    CHECK_OK(open_view(path, &m, &v, &err), &err);
+    if (v) CHECK(qw_hf_view_moe_layout(v, 0) == NULL);
+    close_view(m, v);
+    qw_free(path);
+}
+
 TEST(every_architecture_row_has_a_config) {
     qw_hparams hp = {0};
     hp.n_layer = 2;
@@ -666,4 +715,5 @@ RUN_TESTS(TEST_CASE(view_gives_hf_names_rows_and_config),
           TEST_CASE(spm_vocabulary_without_merges),
           TEST_CASE(random_mutations_never_crash),
           TEST_CASE(gemma_norms_lose_their_offset_and_config_has_gemma_keys),
+          TEST_CASE(moe_layout_is_found_by_the_router),
           TEST_CASE(every_architecture_row_has_a_config))
