@@ -301,13 +301,6 @@ static const struct {
  * ("re:.*mlp.gate$"), and so are they listed in the config's ignore. */
 #define MOE_SLOT 1000
 #define EXPERT_SLOT 2000
-static const struct {
-    const char *prefix;   /* after "model.layers.<L>." */
-    const char *parts[3]; /* an expert's gate, up, down */
-} MOE_LAYOUTS[] = {
-    {"block_sparse_moe", {"w1", "w3", "w2"}},           /* Mixtral */
-    {"mlp", {"gate_proj", "up_proj", "down_proj"}},     /* Qwen2-MoE, Qwen3-MoE */
-};
 static const size_t EXPERT_FIELDS[3] = {offsetof(qw_expert, gate), offsetof(qw_expert, up),
                                         offsetof(qw_expert, down)};
 static const struct {
@@ -323,18 +316,6 @@ static const struct {
     {"shared_expert_gate", offsetof(qw_moe, shared_gate), true, true},
 };
 #define N_MOE_LINEARS (sizeof MOE_LINEARS / sizeof MOE_LINEARS[0])
-#define N_MOE_LAYOUTS (sizeof MOE_LAYOUTS / sizeof MOE_LAYOUTS[0])
-
-/* the MOE_LAYOUTS row of a layer, or -1 for a dense one */
-static int moe_layout(const qw_hf_view *v, int64_t layer) {
-    char name[200];
-    for (size_t i = 0; i < N_MOE_LAYOUTS; i++) {
-        snprintf(name, sizeof name, "model.layers.%lld.%s.gate.weight", (long long)layer,
-                 MOE_LAYOUTS[i].prefix);
-        if (qw_hf_view_find(v, name)) return (int)i;
-    }
-    return -1;
-}
 
 static const char *const ST_DTYPE[] = {[QW_QTYPE_F32] = "F32", [QW_QTYPE_F16] = "F16",
                                        [QW_QTYPE_BF16] = "BF16"};
@@ -473,9 +454,10 @@ static qw_status plan_linear(awq_plan *p, size_t *cap, const awq_settings *s,
 /* A sparse layer's router, shared expert and experts (as many as the checkpoint has: the
  * forward pass checks the count against config.json). */
 static qw_status plan_moe(awq_plan *p, size_t *cap, const awq_settings *s, int64_t layer,
-                          int layout, qw_error *err) {
+                          const qw_moe_layout *layout, qw_error *err) {
     char module[200], name[256];
-    const char *prefix = MOE_LAYOUTS[layout].prefix;
+    const char *prefix = layout->prefix;
+    const char *const parts[3] = {layout->gate, layout->up, layout->down};
     for (size_t i = 0; i < N_MOE_LINEARS; i++) {
         snprintf(module, sizeof module, "model.layers.%lld.%s.%s", (long long)layer, prefix,
                  MOE_LINEARS[i].module);
@@ -495,7 +477,7 @@ static qw_status plan_moe(awq_plan *p, size_t *cap, const awq_settings *s, int64
     for (int e = 0; e < (1 << 16); e++) { /* qw_hparams' bound on expert counts */
         for (int j = 0; j < 3; j++) {
             snprintf(module, sizeof module, "model.layers.%lld.%s.experts.%d.%s",
-                     (long long)layer, prefix, e, MOE_LAYOUTS[layout].parts[j]);
+                     (long long)layer, prefix, e, parts[j]);
             snprintf(name, sizeof name, "%s.weight", module);
             const qw_hf_tensor *w = qw_hf_view_find(p->view, name);
             if (!w && j == 0) return QW_OK; /* past the last expert */
@@ -535,12 +517,12 @@ static qw_status plan_pieces(awq_plan *p, const awq_settings *s, int64_t n_layer
             hf_shape(t, &pc.entry);
             st = push_piece(p, &cap, pc, name, err);
         }
-        const int layout = moe_layout(p->view, layer);
-        if (layout >= 0) st = plan_moe(p, &cap, s, layer, layout, err);
+        const qw_moe_layout *layout = qw_hf_view_moe_layout(p->view, layer);
+        if (layout) st = plan_moe(p, &cap, s, layer, layout, err);
         for (size_t l = 0; st == QW_OK && l < N_LINEARS; l++) {
             char module[200];
             const int whole = BLOCK_LINEARS[l].fused_into;
-            if (layout >= 0 && strncmp(BLOCK_LINEARS[l].module, "mlp.", 4) == 0) continue;
+            if (layout && strncmp(BLOCK_LINEARS[l].module, "mlp.", 4) == 0) continue;
             if (whole != NOT_FUSED) {
                 snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)layer,
                          BLOCK_LINEARS[whole].module);
@@ -676,7 +658,7 @@ static qw_status awq_plan_build(const qw_run_context *ctx, const char *format, q
     QW_TRY(qw_hparams_from_config(config, "config.json", &hp, err));
     QW_TRY(plan_pieces(p, &p->settings, hp.n_layer, err));
     for (int64_t layer = 0; p->settings.clip && layer < hp.n_layer; layer++) {
-        if (moe_layout(p->view, layer) >= 0) { /* awq_clip.c searches the dense linears only */
+        if (qw_hf_view_moe_layout(p->view, layer)) { /* awq_clip.c searches the dense linears only */
             return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "clip", -1,
                               "the clip option does not support mixture-of-experts layers "
                               "(layer %lld); quantize without it", (long long)layer);
