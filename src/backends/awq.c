@@ -657,13 +657,6 @@ static qw_status awq_plan_build(const qw_run_context *ctx, const char *format, q
     qw_hparams hp;
     QW_TRY(qw_hparams_from_config(config, "config.json", &hp, err));
     QW_TRY(plan_pieces(p, &p->settings, hp.n_layer, err));
-    for (int64_t layer = 0; p->settings.clip && layer < hp.n_layer; layer++) {
-        if (qw_hf_view_moe_layout(p->view, layer)) { /* awq_clip.c searches the dense linears only */
-            return qw_fail_at(err, QW_ERR_UNSUPPORTED_INPUT, "clip", -1,
-                              "the clip option does not support mixture-of-experts layers "
-                              "(layer %lld); quantize without it", (long long)layer);
-        }
-    }
     warn_split_fused(ctx, &p->settings, hp.n_layer);
     QW_TRY(assign_shards(p, &p->data_bytes, err));
     for (size_t i = 0; i < p->n_pieces; i++) {
@@ -1177,6 +1170,35 @@ static unsigned ignored_mask(const awq_settings *s, int64_t layer) {
     return mask;
 }
 
+/* The clipping search's flags for a MoE layer's linears the user ignored (qw_awq_clip_block's
+ * moe_ignored: expert e's gate, up, down, then the shared expert's); NULL for a dense layer,
+ * or with *st set when out of memory. */
+static bool *moe_ignored_flags(const awq_plan *p, const qw_block *b, int64_t layer,
+                               qw_status *st, qw_error *err) {
+    const qw_moe_layout *lo = qw_hf_view_moe_layout(p->view, layer);
+    if (!b->moe || !lo) return NULL;
+    const int64_t n = 3 * b->moe->n_expert + 3;
+    bool *flags = qw_calloc((size_t)n, sizeof *flags);
+    if (!flags) {
+        *st = qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+        return NULL;
+    }
+    const char *const parts[3] = {lo->gate, lo->up, lo->down};
+    for (int64_t i = 0; i < n; i++) {
+        char module[200];
+        const int64_t e = i / 3;
+        if (e < b->moe->n_expert) {
+            snprintf(module, sizeof module, "model.layers.%lld.%s.experts.%lld.%s",
+                     (long long)layer, lo->prefix, (long long)e, parts[i % 3]);
+        } else {
+            snprintf(module, sizeof module, "model.layers.%lld.%s.shared_expert.%s",
+                     (long long)layer, lo->prefix, parts[i % 3]);
+        }
+        flags[i] = is_ignored(&p->settings, module);
+    }
+    return flags;
+}
+
 /* Scales, writes and runs block `layer`; *next is the first piece after the block's. */
 static qw_status run_block(run_state *rs, int64_t layer, size_t first, size_t *next,
                            qw_error *err) {
@@ -1205,8 +1227,13 @@ static qw_status run_block(run_state *rs, int64_t layer, size_t first, size_t *n
     const bool clip = st == QW_OK && p->settings.clip;
     if (clip) {
         qw_awq_clip_report crep;
-        st = qw_awq_clip_block(rs->fwd, b, rs->hidden, rs->n_seq, rs->seq_len,
-                               p->settings.batch_size, &params, rs->ctx->reporter, &crep, err);
+        bool *moe_ignored = moe_ignored_flags(p, b, layer, &st, err);
+        if (st == QW_OK) {
+            st = qw_awq_clip_block(rs->fwd, b, rs->hidden, rs->n_seq, rs->seq_len,
+                                   p->settings.batch_size, &params, moe_ignored,
+                                   rs->ctx->reporter, &crep, err);
+        }
+        qw_free(moe_ignored);
         if (st == QW_OK) {
             qw_log(rs->ctx->reporter, QW_LOG_DEBUG,
                    "layer %lld: clipped %lld of %lld groups, group error %.4g -> %.4g",

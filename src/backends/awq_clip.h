@@ -28,10 +28,12 @@ typedef struct qw_awq_clip_report {
  * tokens, run through the block `batch` sequences at a time). The pass that collects the inputs
  * also moves `hidden` on: it leaves the block's output before clipping there, the next block's
  * input as the scale search's pipeline defines it. Linears marked in p->ignored are left
- * alone. */
+ * alone, and in a MoE layer those marked in moe_ignored (NULL: none; else 3 * n_expert + 3
+ * flags: expert e's gate, up, down at 3e, then the shared expert's). */
 qw_status qw_awq_clip_block(const qw_forward *f, qw_block *b, float *hidden,
                             int64_t n_seq, int64_t seq_len, int64_t batch,
-                            const qw_awq_params *p, const qw_reporter *reporter,
-                            qw_awq_clip_report *report, qw_error *err);
+                            const qw_awq_params *p, const bool *moe_ignored,
+                            const qw_reporter *reporter, qw_awq_clip_report *report,
+                            qw_error *err);
 
 #endif /* QW_AWQ_CLIP_H */
