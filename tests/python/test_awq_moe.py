@@ -213,3 +213,41 @@ def test_clip_searches_the_experts(qwodel_bin, models, calib, tmp_path, name):
     e_clip, e_plain = error(outs["clip"]), error(outs["plain"])
     print(f"{name}: held-out logits error: clip {e_clip:.4f}, without {e_plain:.4f}")
     assert e_clip < e_plain
+
+
+def test_gemm_layout_of_experts(qwodel_bin, models, calib, tmp_path):
+    """--layout gemm on a MoE model: every expert decodes, through AutoAWQ's own
+    dequantize_gemm, to exactly what compressed-tensors decompresses from the pack-quantized
+    run; routers stay dense float16 and are AutoAWQ's modules_to_not_convert."""
+    from test_awq import _autoawq_packing
+    packing = _autoawq_packing()
+    # float16, as the GEMM layout stores everything: the same scales in both layouts
+    src = hf_fixtures.make_checkpoint(tmp_path / "qwen2_moe16",
+                                      **dict(CASES["qwen2_moe"], dtype="f16"))
+    outs = {}
+    for layout in ("pack-quantized", "gemm"):
+        run_qwodel(qwodel_bin, "quantize", src, "-b", "awq", "-o", tmp_path / layout,
+                   "--calibration-dataset", calib, "--num-samples", "4", "--seq-length", "64",
+                   "--layout", layout, "-q")
+        outs[layout] = next((tmp_path / layout).glob("*-awq-int4"))
+    qc = json.loads((outs["gemm"] / "config.json").read_text())["quantization_config"]
+    routers = [f"model.layers.{i}.{m}" for i in range(2)
+               for m in ("mlp.gate", "mlp.shared_expert_gate")]
+    assert sorted(qc["modules_to_not_convert"]) == sorted(routers + ["lm_head"])
+    tg = safetensors.torch.load_file(str(outs["gemm"] / "model.safetensors"))
+    tp = safetensors.torch.load_file(str(outs["pack-quantized"] / "model.safetensors"))
+    for r in routers:
+        assert tg[r + ".weight"].dtype == torch.float16
+    pq = json.loads((outs["pack-quantized"] / "config.json").read_text())["quantization_config"]
+    scheme = QuantizationScheme(
+        targets=["Linear"], weights=QuantizationArgs(**pq["config_groups"]["group_0"]["weights"]))
+    modules = [f"model.layers.{i}.mlp.{x}.{p}" for i in range(2)
+               for x in ["experts.0", "experts.1", "experts.2", "experts.3", "shared_expert"]
+               for p in ("gate_proj", "up_proj", "down_proj")]
+    for m in modules:
+        w_gemm = packing.dequantize_gemm(tg[m + ".qweight"], tg[m + ".qzeros"],
+                                         tg[m + ".scales"], 4, 128)
+        local = {k.rsplit(".", 1)[1]: tp[k] for k in tp if k.startswith(m + ".weight_")}
+        w_ct = PackedQuantizationCompressor.decompress(local, scheme)["weight"]
+        assert torch.equal(w_gemm.T.contiguous(), w_ct.to(torch.float16)), m
+
