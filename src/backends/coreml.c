@@ -330,7 +330,17 @@ static cm_moe_part moe_part(const cm_plan *p, const char *name) {
     return CM_MOE_NONE;
 }
 
+/* A dense MLP tensor (mlp.gate_proj ...) in a layer whose router makes it sparse: the program
+ * would never read it, so the model is refused rather than silently cut. */
+static bool dense_mlp_in_sparse_layer(const cm_plan *p, const char *name) {
+    long long layer;
+    int at = 0;
+    return p->moe && sscanf(name, "model.layers.%lld.mlp.%n", &layer, &at) == 1 && at > 0 &&
+           qw_hf_view_moe_layout(p->view, layer) && moe_part(p, name) == CM_MOE_NONE;
+}
+
 static cm_role decoder_role(const cm_plan *p, const char *name) {
+    if (dense_mlp_in_sparse_layer(p, name)) return CM_UNKNOWN;
     const bool known = moe_part(p, name) != CM_MOE_NONE || strcmp(name, "model.embed_tokens.weight") == 0 ||
                        strcmp(name, "model.norm.weight") == 0 ||
                        strcmp(name, "lm_head.weight") == 0 ||

@@ -575,6 +575,14 @@ def test_bad_options_and_families_leave_nothing(qwodel_bin, packages, tmp_path):
     proc = run_qwodel(qwodel_bin, "quantize", ck, "-b", "coreml", "-f", "int3", "-o", out,
                       check=False)
     assert proc.returncode != 0 and "int3" in proc.stderr
+    # a dense MLP in a layer the router makes sparse would never be read: refused by name
+    moe = hf_fixtures.make_checkpoint(tmp_path / "moe", **CHECKPOINTS["qwen3_moe"])
+    tensors = hf_fixtures.read_safetensors(moe / "model.safetensors")
+    stray = "model.layers.0.mlp.gate_proj.weight"
+    tensors[stray] = tensors["model.layers.1.mlp.gate_proj.weight"]
+    hf_fixtures.write_safetensors(moe / "model.safetensors", dict(sorted(tensors.items())))
+    proc = run_qwodel(qwodel_bin, "quantize", moe, "-b", "coreml", "-o", out, check=False)
+    assert proc.returncode != 0 and stray in proc.stderr, proc.stderr
     falcon = _falcon_gguf(tmp_path / "falcon.gguf")  # an architecture with no program here
     proc = run_qwodel(qwodel_bin, "quantize", falcon, "-b", "coreml", "-o", out, check=False)
     assert proc.returncode != 0 and 'does not write architecture "falcon"' in proc.stderr, \
