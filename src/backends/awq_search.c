@@ -248,13 +248,13 @@ static qw_status run_parent(search_state *st, const awq_target *t, float *y, qw_
     return QW_OK;
 }
 
-static double mse(const float *a, const float *b, int64_t n) {
+static double squared_error(const float *a, const float *b, int64_t n) {
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++) {
         double d = (double)a[i] - (double)b[i];
         sum += d * d;
     }
-    return sum / (double)n;
+    return sum;
 }
 
 typedef struct fake_quant_job {
@@ -385,39 +385,52 @@ static double gram_mse(gram_loss *g, const qw_forward *f, const qw_linear *l, co
  * over the grid is smooth in the token sample, so the candidates are first ranked on every
  * rank_stride-th sequence (whole sequences: attention mixes the tokens of one), and only the
  * FINALISTS best of them, with plain rounding for the report, are judged on all tokens; that
- * judgement picks the winner as before. */
+ * judgement picks the winner as before. Sequences are independent of each other, so a
+ * finalist's error on all tokens is its ranking error plus its error on the other sequences:
+ * the finals run the parent on those alone. */
 
 #define FINALISTS 3
 
-typedef struct subset {
-    search_state st;
-    float *input, *y_ref, *y;
-} subset;
+/* The parent's input and reference output with the sequences reordered: the ranking subset
+ * (every stride-th) first, then the rest, each a search_state of its own. */
+typedef struct split {
+    search_state head, tail;
+    float *input, *y_ref;
+} split;
 
-static void subset_free(subset *sub) {
-    qw_free(sub->input);
-    qw_free(sub->y_ref);
-    qw_free(sub->y);
+static void split_free(split *sp) {
+    qw_free(sp->input);
+    qw_free(sp->y_ref);
 }
 
-/* every stride-th sequence of st's input, and buffers for the parent's outputs on them */
-static bool subset_init(subset *sub, const search_state *st, int64_t in_width, int stride) {
-    const int64_t n_seq = (st->n_seq + stride - 1) / stride, n = n_seq * st->seq_len;
-    sub->input = qw_malloc_array((size_t)(n * in_width), sizeof *sub->input);
-    sub->y_ref = qw_malloc_array((size_t)(n * st->out_width), sizeof *sub->y_ref);
-    sub->y = qw_malloc_array((size_t)(n * st->out_width), sizeof *sub->y);
-    if (!sub->input || !sub->y_ref || !sub->y) return false;
-    const size_t seq_floats = (size_t)(st->seq_len * in_width);
-    for (int64_t i = 0; i < n_seq; i++) {
-        memcpy(sub->input + (size_t)i * seq_floats,
-               st->input + (size_t)(i * stride) * seq_floats, seq_floats * sizeof(float));
+static bool split_init(split *sp, const search_state *st, int64_t in_width, int stride) {
+    const int64_t n_head = (st->n_seq + stride - 1) / stride, n_tail = st->n_seq - n_head;
+    sp->input = qw_malloc_array((size_t)(st->n_tokens * in_width), sizeof *sp->input);
+    sp->y_ref = qw_malloc_array((size_t)(st->n_tokens * st->out_width), sizeof *sp->y_ref);
+    if (!sp->input || !sp->y_ref) return false;
+    const size_t in_floats = (size_t)(st->seq_len * in_width);
+    const size_t out_floats = (size_t)(st->seq_len * st->out_width);
+    int64_t to = 0;
+    for (int pass = 0; pass < 2; pass++) { /* the subset, then the rest */
+        for (int64_t from = 0; from < st->n_seq; from++) {
+            if ((from % stride == 0) != (pass == 0)) continue;
+            memcpy(sp->input + (size_t)to * in_floats, st->input + (size_t)from * in_floats,
+                   in_floats * sizeof(float));
+            memcpy(sp->y_ref + (size_t)to * out_floats, st->y_ref + (size_t)from * out_floats,
+                   out_floats * sizeof(float));
+            to++;
+        }
     }
-    sub->st = *st;
-    sub->st.n_seq = n_seq;
-    sub->st.n_tokens = n;
-    sub->st.input = sub->input;
-    sub->st.y_ref = sub->y_ref;
-    sub->st.y = sub->y;
+    sp->head = *st;
+    sp->head.n_seq = n_head;
+    sp->head.n_tokens = n_head * st->seq_len;
+    sp->head.input = sp->input;
+    sp->head.y_ref = sp->y_ref;
+    sp->tail = *st;
+    sp->tail.n_seq = n_tail;
+    sp->tail.n_tokens = n_tail * st->seq_len;
+    sp->tail.input = sp->input + (size_t)n_head * in_floats;
+    sp->tail.y_ref = sp->y_ref + (size_t)n_head * out_floats;
     return true;
 }
 
@@ -479,21 +492,21 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
     const int stride = p->rank_stride;
     /* (a linear parent's input may be one expert's tokens, not whole sequences) */
     const bool whole_sequences = m->parent == PARENT_ATTENTION || m->parent == PARENT_MLP;
-    if (status == QW_OK && whole_sequences && stride > 1 && st->n_seq >= 2 * (int64_t)stride) {
-        subset sub = {0};
-        double sub_loss[128];
-        if (!subset_init(&sub, st, width, stride)) status = oom(err);
-        if (status == QW_OK) status = run_parent(&sub.st, m, sub.y_ref, err);
+    const bool ranked = status == QW_OK && whole_sequences && stride > 1 &&
+                        st->n_seq >= 2 * (int64_t)stride;
+    split sp = {0};
+    double head_sum[128]; /* each candidate's squared error on the ranking subset */
+    if (ranked) {
+        if (!split_init(&sp, st, width, stride)) status = oom(err);
         for (int k = 0; status == QW_OK && k < n_points; k++) {
             status = qw_check_cancel(reporter, err);
             if (status != QW_OK) break;
             candidate_scales(x_mean, w_mean, width, grid[k], s);
             fake_quantize_scaled(p, balance, ignored, saved, n_balance, s);
-            status = run_parent(&sub.st, m, sub.y, err);
-            sub_loss[k] = mse(sub.y_ref, sub.y, sub.st.n_tokens * sub.st.out_width);
+            status = run_parent(&sp.head, m, st->y, err);
+            head_sum[k] = squared_error(sp.head.y_ref, st->y, sp.head.n_tokens * st->out_width);
         }
-        if (status == QW_OK) pick_finalists(sub_loss, grid, n_points, FINALISTS, final);
-        subset_free(&sub);
+        if (status == QW_OK) pick_finalists(head_sum, grid, n_points, FINALISTS, final);
     }
     double best_loss = INFINITY;
     rep->loss_plain = NAN;
@@ -506,10 +519,16 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
         double loss;
         if (use_gram) {
             loss = gram_mse(&gram, st->f, balance[0], saved[0], st->n_tokens);
+        } else if (ranked) {
+            status = run_parent(&sp.tail, m, st->y, err);
+            if (status != QW_OK) break;
+            loss = (head_sum[k] +
+                    squared_error(sp.tail.y_ref, st->y, sp.tail.n_tokens * st->out_width)) /
+                   (double)n_out;
         } else {
             status = run_parent(st, m, st->y, err);
             if (status != QW_OK) break;
-            loss = mse(st->y_ref, st->y, n_out);
+            loss = squared_error(st->y_ref, st->y, n_out) / (double)n_out;
         }
         if (grid[k].ratio == 0.0 && !grid[k].duo) rep->loss_plain = loss;
         if (loss < best_loss) { /* strictly smaller: the first minimum is kept */
@@ -519,6 +538,7 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
             memcpy(best, s, (size_t)width * sizeof *s);
         }
     }
+    split_free(&sp);
     if (status == QW_OK && !isfinite(best_loss)) {
         status = qw_fail(err, QW_ERR_CORRUPT,
                          "layer %lld, %s: every candidate gives a non-finite error (the "
