@@ -333,21 +333,24 @@ static void fold_scales(const qw_awq_params *p, const awq_target *m, qw_linear *
 
 /* ---- a linear parent's error through the Gram matrix -------------------------------------------
  * When the parent is the one balance linear itself (v -> o, up -> down), a candidate's output
- * error is |X dW^T|^2 = sum over rows r of dW_r (X^T X) dW_r^T, dW the change the candidate
+ * error is |X dW^T|^2 = trace(dW (X^T X) dW^T) = <X^T X, dW^T dW>, dW the change the candidate
  * makes to the weights. The n_in x n_in Gram matrix, built once, then stands in for the tokens
  * in every candidate: cheaper whenever the layer has fewer inputs than there are calibration
- * tokens (down_proj on a few thousand tokens), and free of the cancellation in y - y_ref. */
+ * tokens (down_proj on a few thousand tokens), and free of the cancellation in y - y_ref. Both
+ * factors of the inner product are symmetric, so each is one triangle (qw_forward_gram): half
+ * the work of dW (X^T X) as a full product. */
 
 typedef struct gram_loss {
-    float *gram;     /* [n_in][n_in] */
-    float *delta;    /* [n_out][n_in] */
-    float *weighted; /* delta . gram */
+    float *gram;  /* [n_in][n_in], upper triangle */
+    float *delta; /* [n_out][n_in] */
+    float *dtd;   /* dW^T dW, upper triangle */
 } gram_loss;
 
+/* multiply-adds: the two triangles per candidate against the products with every token */
 static bool gram_cheaper(const qw_linear *l, int64_t n_tokens, int n_points) {
     const double in = (double)l->n_in, out = (double)l->n_out;
     const double direct = (double)n_points * (double)n_tokens * in * out;
-    return (double)n_tokens * in * in + (double)n_points * out * in * in < direct;
+    return ((double)n_tokens * in * in + (double)n_points * out * in * in) / 2.0 < direct;
 }
 
 static bool gram_init(gram_loss *g, const qw_forward *f, const qw_linear *l, const float *x,
@@ -355,16 +358,16 @@ static bool gram_init(gram_loss *g, const qw_forward *f, const qw_linear *l, con
     const int64_t n = l->n_in;
     g->gram = qw_malloc_array((size_t)(n * n), sizeof *g->gram);
     g->delta = qw_malloc_array((size_t)(n * l->n_out), sizeof *g->delta);
-    g->weighted = qw_malloc_array((size_t)(n * l->n_out), sizeof *g->weighted);
-    if (!g->gram || !g->delta || !g->weighted) return false;
-    qw_forward_gemm(f, true, false, n, n, n_tokens, 1.0f, x, n, x, n, 0.0f, g->gram, n);
+    g->dtd = qw_malloc_array((size_t)(n * n), sizeof *g->dtd);
+    if (!g->gram || !g->delta || !g->dtd) return false;
+    qw_forward_gram(f, n, n_tokens, x, n, g->gram, n);
     return true;
 }
 
 static void gram_free(gram_loss *g) {
     qw_free(g->gram);
     qw_free(g->delta);
-    qw_free(g->weighted);
+    qw_free(g->dtd);
 }
 
 /* the mean squared output error of weights l->w against the originals w0 */
@@ -372,11 +375,14 @@ static double gram_mse(gram_loss *g, const qw_forward *f, const qw_linear *l, co
                        int64_t n_tokens) {
     const int64_t n = l->n_in, count = l->n_out * l->n_in;
     for (int64_t i = 0; i < count; i++) g->delta[i] = l->w[i] - w0[i];
-    qw_forward_gemm(f, false, false, l->n_out, n, n, 1.0f, g->delta, n, g->gram, n, 0.0f,
-                    g->weighted, n);
-    double sum = 0.0;
-    for (int64_t i = 0; i < count; i++) sum += (double)g->delta[i] * (double)g->weighted[i];
-    return sum / ((double)n_tokens * (double)l->n_out);
+    qw_forward_gram(f, n, l->n_out, g->delta, n, g->dtd, n);
+    double diag = 0.0, off = 0.0; /* the lower triangle counts as the upper one again */
+    for (int64_t r = 0; r < n; r++) {
+        const float *gr = g->gram + r * n, *dr = g->dtd + r * n;
+        diag += (double)gr[r] * (double)dr[r];
+        for (int64_t c = r + 1; c < n; c++) off += (double)gr[c] * (double)dr[c];
+    }
+    return (diag + 2.0 * off) / ((double)n_tokens * (double)l->n_out);
 }
 
 /* ---- ranking on a subset of the sequences -------------------------------------------------------
