@@ -393,9 +393,11 @@ static double gram_mse(gram_loss *g, const qw_forward *f, const qw_linear *l, co
  * FINALISTS best of them, with plain rounding for the report, are judged on all tokens; that
  * judgement picks the winner as before. Sequences are independent of each other, so a
  * finalist's error on all tokens is its ranking error plus its error on the other sequences:
- * the finals run the parent on those alone. */
+ * the finals run the parent on those alone. Two finalists: on SmolLM2-135M (16 x 256 tokens)
+ * 86 of 90 choices as the exhaustive search's, the worst mapping's error +0.8%, the held-out
+ * block error as with three. */
 
-#define FINALISTS 3
+#define FINALISTS 2
 
 /* The parent's input and reference output with the sequences reordered: the ranking subset
  * (every stride-th) first, then the rest, each a search_state of its own. */

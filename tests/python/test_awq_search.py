@@ -138,9 +138,11 @@ def test_linear_parent_error_equals_transformers(models, tmp_path, n_seq, seq_le
 @pytest.mark.parametrize("name", ["mha", "gqa"])
 def test_ranking_on_a_subset_keeps_the_choice(models, tmp_path, name):
     """qwodel ranks the attention and MLP candidates on every 4th sequence and judges the best
-    three (and plain rounding) on all tokens. Against the exhaustive search (every candidate on
+    two (and plain rounding) on all tokens. Against the exhaustive search (every candidate on
     every token, as llm-compressor): the same or an almost as good candidate in every mapping,
-    never worse than plain rounding, and the same held-out error of the int4 block."""
+    never worse than plain rounding, and the same held-out error of the int4 block. (A
+    finalist's error is summed over the ranking subset and the other sequences apart, so an
+    equal choice may differ from the exhaustive error by rounding.)"""
     full = run_awq(models[name], tmp_path, n_seq=16, rank_stride=1)
     ranked = run_awq(models[name], tmp_path, n_seq=16, rank_stride=4)
     same = total = 0
@@ -151,7 +153,8 @@ def test_ranking_on_a_subset_keeps_the_choice(models, tmp_path, name):
             total += 1
             same += (m["ratio"], m["duo"]) == (r["ratio"], r["duo"])
             assert r["loss_plain"] == pytest.approx(m["loss_plain"], rel=1e-6), (m, r)
-            assert m["loss"] <= r["loss"] <= min(1.02 * m["loss"], r["loss_plain"]), (m, r)
+            assert m["loss"] * (1 - 1e-9) <= r["loss"] <= min(1.02 * m["loss"],
+                                                              r["loss_plain"]), (m, r)
         assert b["awq_error"] <= 1.02 * a["awq_error"], (a, b)
     print(f"{name}: {same} of {total} mappings chose the exhaustive search's candidate")
     assert same >= total - 1
