@@ -708,7 +708,7 @@ static qw_status smooth_moe(const qw_forward *f, qw_block *b, const float *mlp_i
 qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hidden,
                               int64_t n_seq, int64_t seq_len, const qw_awq_params *p,
                               const qw_reporter *reporter, qw_awq_block_report *report,
-                              qw_error *err) {
+                              float *out, qw_error *err) {
     memset(report, 0, sizeof *report);
     const int64_t n = n_seq * seq_len, d = qw_forward_hidden(f);
     const int64_t ff = b->gate.n_out, qw = b->o.n_in; /* ff 0 in a MoE layer: no down_in tap */
@@ -781,6 +781,7 @@ qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hid
         status = smooth_moe(f, b, taps.mlp_in, n_seq, seq_len, p, reporter, report, y_ref, y,
                             err);
     }
+    if (status == QW_OK && out) memcpy(out, copy, (size_t)(n * d) * sizeof *out);
     qw_free(copy);
     qw_free(taps_mem);
     qw_free(y_ref);

@@ -60,11 +60,13 @@ typedef struct qw_awq_block_report {
 } qw_awq_block_report;
 
 /* Scales block b in place for the calibration input `hidden` (n_seq sequences of seq_len
- * tokens: the block's input, not changed). Weights stay float; the caller quantizes them.
+ * tokens: the block's input, not changed unless it is `out`). Weights stay float; the caller
+ * quantizes them. out (NULL, or as large as hidden, and may be hidden itself) receives the
+ * block's output for hidden from before the scaling, which the search computes anyway.
  * Cancellation is checked between candidates. */
 qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hidden,
                               int64_t n_seq, int64_t seq_len, const qw_awq_params *p,
                               const qw_reporter *reporter, qw_awq_block_report *report,
-                              qw_error *err);
+                              float *out, qw_error *err);
 
 #endif /* QW_AWQ_SEARCH_H */

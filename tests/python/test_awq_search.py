@@ -113,26 +113,31 @@ def test_linear_parent_error_equals_transformers(models, tmp_path, n_seq, seq_le
 
     model_dir = models["mha"]
     blocks = run_awq(model_dir, tmp_path, n_seq=n_seq, seq_len=seq_len)
-    got = blocks[0]["mappings"][3]
-    assert got["name"] == "up_proj -> down_proj"
     ids = np.fromfile(tmp_path / "calib.i32", dtype=np.int32).reshape(n_seq, seq_len)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir),
                                                               dtype=torch.float32).eval()
-    down = model.model.layers[0].mlp.down_proj
-    captured = []
-    hook = down.register_forward_pre_hook(lambda mod, args: captured.append(args[0]))
+    captured = {}
+    hooks = [layer.mlp.down_proj.register_forward_pre_hook(
+        lambda mod, args, i=i: captured.__setitem__(i, args[0]))
+        for i, layer in enumerate(model.model.layers)]
     with torch.no_grad():
         model(torch.from_numpy(ids.astype(np.int64)))
-    hook.remove()
-    x = captured[0].reshape(-1, down.in_features).double()
-    w = down.weight.detach()
-    args = ct_quant.QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group",
-                                     group_size=128)
-    grouped = w.unflatten(-1, (w.shape[-1] // 128, 128))
-    scale, zp = calculate_qparams(grouped.amin(-1), grouped.amax(-1), args)
-    fake = dequantize(quantize(w, scale, zp, args), scale, zp, args, dtype=w.dtype)
-    want = float(((x @ (fake.double() - w.double()).T) ** 2).mean())
-    assert got["loss_plain"] == pytest.approx(want, rel=1e-3)
+    for h in hooks:
+        h.remove()
+    # block 1 too: its calibration input is block 0's output as the search's pass left it
+    for i, layer in enumerate(model.model.layers):
+        got = blocks[i]["mappings"][3]
+        assert got["name"] == "up_proj -> down_proj"
+        down = layer.mlp.down_proj
+        x = captured[i].reshape(-1, down.in_features).double()
+        w = down.weight.detach()
+        args = ct_quant.QuantizationArgs(num_bits=4, type="int", symmetric=False,
+                                         strategy="group", group_size=128)
+        grouped = w.unflatten(-1, (w.shape[-1] // 128, 128))
+        scale, zp = calculate_qparams(grouped.amin(-1), grouped.amax(-1), args)
+        fake = dequantize(quantize(w, scale, zp, args), scale, zp, args, dtype=w.dtype)
+        want = float(((x @ (fake.double() - w.double()).T) ** 2).mean())
+        assert got["loss_plain"] == pytest.approx(want, rel=1e-3), i
 
 
 @pytest.mark.parametrize("name", ["mha", "gqa"])
