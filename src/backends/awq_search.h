@@ -35,9 +35,11 @@ typedef struct qw_awq_params {
     unsigned ignored;
     qw_pool *pool; /* splits the fake quantization of weight rows; NULL: one thread */
     /* With at least 2 * rank_stride calibration sequences, a mapping whose parent is the
-     * attention or the MLP first ranks every candidate on each rank_stride-th sequence only;
-     * the few best (and plain rounding) are then judged on all tokens, which decides. 0 or 1:
-     * every candidate on every token, as llm-compressor. */
+     * attention or the MLP first ranks every candidate on a subset only: the attention's on
+     * each rank_stride-th sequence, the MLP's on about every (2 rank_stride + 1)-th token
+     * (with enough tokens; else as the attention); the few best (and plain rounding) are then
+     * judged on all tokens, which decides. 0 or 1: every candidate on every token, as
+     * llm-compressor. */
     int rank_stride;
 } qw_awq_params;
 
