@@ -144,7 +144,7 @@ def test_linear_parent_error_equals_transformers(models, tmp_path, n_seq, seq_le
                                            ("gqa", 256)])
 def test_ranking_on_a_subset_keeps_the_choice(models, tmp_path, name, seq_len):
     """qwodel ranks the attention and MLP candidates on every 4th sequence and judges the best
-    two (and plain rounding) on all tokens; with 16 x 256 tokens the MLP is ranked on every 9th
+    three (and plain rounding) on all tokens; with 16 x 256 tokens the MLP is ranked on every 9th
     token instead (16 x 32 are too few for that). Against the exhaustive search (every candidate on
     every token, as llm-compressor): the same or an almost as good candidate in every mapping,
     never worse than plain rounding, and the same held-out error of the int4 block. (A
