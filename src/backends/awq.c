@@ -1209,8 +1209,14 @@ static qw_status run_block(run_state *rs, int64_t layer, size_t first, size_t *n
     params.ignored = ignored_mask(&p->settings, layer);
     params.pool = rs->ctx->pool;
     qw_awq_block_report rep;
+    /* The next block's input is this block's output, scaled but not quantized. In f32 the
+     * scaled block is the original to f32 rounding, so the output the search's statistics pass
+     * computed (before scaling) is taken instead of a second pass; in a 16-bit dtype the
+     * folded weights are rounded to it and the block is run again after scaling. The clipping
+     * pass moves rs->hidden on itself. */
+    const bool moved = !p->settings.clip && params.scheme.dtype == QW_QTYPE_F32;
     qw_status st = qw_awq_smooth_block(rs->fwd, b, rs->hidden, rs->n_seq, rs->seq_len, &params,
-                                       rs->ctx->reporter, &rep, err);
+                                       rs->ctx->reporter, &rep, moved ? rs->hidden : NULL, err);
     for (int i = 0; st == QW_OK && i < rep.n_mappings; i++) {
         const qw_awq_mapping_report *r = &rep.mappings[i];
         if (r->skipped) {
@@ -1250,9 +1256,8 @@ static qw_status run_block(run_state *rs, int64_t layer, size_t first, size_t *n
         }
     }
     *next = i;
-    /* the next block's input comes from this block scaled but not quantized */
     const int64_t d = qw_forward_hidden(rs->fwd), batch = p->settings.batch_size;
-    for (int64_t s0 = 0; st == QW_OK && !clip && s0 < rs->n_seq; s0 += batch) {
+    for (int64_t s0 = 0; st == QW_OK && !clip && !moved && s0 < rs->n_seq; s0 += batch) {
         const int64_t n = rs->n_seq - s0 < batch ? rs->n_seq - s0 : batch;
         st = qw_block_forward(rs->fwd, b, rs->hidden + s0 * rs->seq_len * d, n, rs->seq_len, NULL,
                               err);

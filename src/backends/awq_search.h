@@ -35,9 +35,11 @@ typedef struct qw_awq_params {
     unsigned ignored;
     qw_pool *pool; /* splits the fake quantization of weight rows; NULL: one thread */
     /* With at least 2 * rank_stride calibration sequences, a mapping whose parent is the
-     * attention or the MLP first ranks every candidate on each rank_stride-th sequence only;
-     * the few best (and plain rounding) are then judged on all tokens, which decides. 0 or 1:
-     * every candidate on every token, as llm-compressor. */
+     * attention or the MLP first ranks every candidate on a subset only: the attention's on
+     * each rank_stride-th sequence, the MLP's on about every (2 rank_stride + 1)-th token
+     * (with enough tokens; else as the attention); the few best (and plain rounding) are then
+     * judged on all tokens, which decides. 0 or 1: every candidate on every token, as
+     * llm-compressor. */
     int rank_stride;
 } qw_awq_params;
 
@@ -60,11 +62,13 @@ typedef struct qw_awq_block_report {
 } qw_awq_block_report;
 
 /* Scales block b in place for the calibration input `hidden` (n_seq sequences of seq_len
- * tokens: the block's input, not changed). Weights stay float; the caller quantizes them.
+ * tokens: the block's input, not changed unless it is `out`). Weights stay float; the caller
+ * quantizes them. out (NULL, or as large as hidden, and may be hidden itself) receives the
+ * block's output for hidden from before the scaling, which the search computes anyway.
  * Cancellation is checked between candidates. */
 qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hidden,
                               int64_t n_seq, int64_t seq_len, const qw_awq_params *p,
                               const qw_reporter *reporter, qw_awq_block_report *report,
-                              qw_error *err);
+                              float *out, qw_error *err);
 
 #endif /* QW_AWQ_SEARCH_H */

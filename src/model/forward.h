@@ -148,6 +148,12 @@ void qw_forward_gemm(const qw_forward *f, bool trans_a, bool trans_b, int64_t m,
                      int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                      int64_t ldb, float beta, float *c, int64_t ldc);
 
+/* The upper triangle (row <= column) of C = A^T A, A k rows of n (lda apart), C n x n (ldc);
+ * below the diagonal C is left as it was. Split over the pass's threads like
+ * qw_forward_gemm; the same bytes whatever the thread count. */
+void qw_forward_gram(const qw_forward *f, int64_t n, int64_t k, const float *a, int64_t lda,
+                     float *c, int64_t ldc);
+
 /* Final norm of `hidden` (n_tokens rows, in place) then logits = hidden lm_head^T into `logits`
  * (n_tokens rows of the vocabulary size). The head is read in slices, never whole. */
 qw_status qw_forward_logits(const qw_forward *f, float *hidden, int64_t n_tokens, float *logits,

@@ -134,6 +134,46 @@ void qw_forward_gemm(const qw_forward *f, bool trans_a, bool trans_b, int64_t m,
     qw_pool_run(f->pool, (size_t)m, (size_t)grain, gemm_rows, &job);
 }
 
+/* A Gram matrix is symmetric: ssyrk computes one triangle, half of sgemm's work. The upper
+ * triangle is cut into row panels, each a small ssyrk on the diagonal and an sgemm right of
+ * it; the panels shrink down the matrix, so the pool takes them one at a time, largest first. */
+#define GRAM_PANEL 64
+
+typedef struct gram_job {
+    int64_t n, k;
+    const float *a;
+    int64_t lda;
+    float *c;
+    int64_t ldc;
+} gram_job;
+
+static void gram_panels(void *ctx, size_t begin, size_t end, int worker) {
+    (void)worker;
+    const gram_job *j = ctx;
+    for (size_t p = begin; p < end; p++) {
+        const int64_t r0 = (int64_t)p * GRAM_PANEL;
+        const int64_t r1 = r0 + GRAM_PANEL < j->n ? r0 + GRAM_PANEL : j->n, m = r1 - r0;
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)m, (int)j->k, 1.0f, j->a + r0,
+                    (int)j->lda, 0.0f, j->c + r0 * j->ldc + r0, (int)j->ldc);
+        if (r1 < j->n) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)(j->n - r1),
+                        (int)j->k, 1.0f, j->a + r0, (int)j->lda, j->a + r1, (int)j->lda, 0.0f,
+                        j->c + r0 * j->ldc + r1, (int)j->ldc);
+        }
+    }
+}
+
+void qw_forward_gram(const qw_forward *f, int64_t n, int64_t k, const float *a, int64_t lda,
+                     float *c, int64_t ldc) {
+    gram_job job = {n, k, a, lda, c, ldc};
+    const size_t panels = (size_t)((n + GRAM_PANEL - 1) / GRAM_PANEL);
+    if (f->pool && panels > 1) {
+        qw_pool_run(f->pool, panels, 1, gram_panels, &job);
+    } else {
+        gram_panels(&job, 0, panels, 0);
+    }
+}
+
 /* Y[n x n_out] = X[n x n_in] W^T (+ b) */
 void qw_linear_forward(const qw_forward *f, const qw_linear *l, const float *x, int64_t n,
                        float *y) {

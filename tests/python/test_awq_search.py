@@ -113,36 +113,45 @@ def test_linear_parent_error_equals_transformers(models, tmp_path, n_seq, seq_le
 
     model_dir = models["mha"]
     blocks = run_awq(model_dir, tmp_path, n_seq=n_seq, seq_len=seq_len)
-    got = blocks[0]["mappings"][3]
-    assert got["name"] == "up_proj -> down_proj"
     ids = np.fromfile(tmp_path / "calib.i32", dtype=np.int32).reshape(n_seq, seq_len)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir),
                                                               dtype=torch.float32).eval()
-    down = model.model.layers[0].mlp.down_proj
-    captured = []
-    hook = down.register_forward_pre_hook(lambda mod, args: captured.append(args[0]))
+    captured = {}
+    hooks = [layer.mlp.down_proj.register_forward_pre_hook(
+        lambda mod, args, i=i: captured.__setitem__(i, args[0]))
+        for i, layer in enumerate(model.model.layers)]
     with torch.no_grad():
         model(torch.from_numpy(ids.astype(np.int64)))
-    hook.remove()
-    x = captured[0].reshape(-1, down.in_features).double()
-    w = down.weight.detach()
-    args = ct_quant.QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group",
-                                     group_size=128)
-    grouped = w.unflatten(-1, (w.shape[-1] // 128, 128))
-    scale, zp = calculate_qparams(grouped.amin(-1), grouped.amax(-1), args)
-    fake = dequantize(quantize(w, scale, zp, args), scale, zp, args, dtype=w.dtype)
-    want = float(((x @ (fake.double() - w.double()).T) ** 2).mean())
-    assert got["loss_plain"] == pytest.approx(want, rel=1e-3)
+    for h in hooks:
+        h.remove()
+    # block 1 too: its calibration input is block 0's output as the search's pass left it
+    for i, layer in enumerate(model.model.layers):
+        got = blocks[i]["mappings"][3]
+        assert got["name"] == "up_proj -> down_proj"
+        down = layer.mlp.down_proj
+        x = captured[i].reshape(-1, down.in_features).double()
+        w = down.weight.detach()
+        args = ct_quant.QuantizationArgs(num_bits=4, type="int", symmetric=False,
+                                         strategy="group", group_size=128)
+        grouped = w.unflatten(-1, (w.shape[-1] // 128, 128))
+        scale, zp = calculate_qparams(grouped.amin(-1), grouped.amax(-1), args)
+        fake = dequantize(quantize(w, scale, zp, args), scale, zp, args, dtype=w.dtype)
+        want = float(((x @ (fake.double() - w.double()).T) ** 2).mean())
+        assert got["loss_plain"] == pytest.approx(want, rel=1e-3), i
 
 
-@pytest.mark.parametrize("name", ["mha", "gqa"])
-def test_ranking_on_a_subset_keeps_the_choice(models, tmp_path, name):
+@pytest.mark.parametrize("name, seq_len", [("mha", SEQ_LEN), ("gqa", SEQ_LEN), ("mha", 256),
+                                           ("gqa", 256)])
+def test_ranking_on_a_subset_keeps_the_choice(models, tmp_path, name, seq_len):
     """qwodel ranks the attention and MLP candidates on every 4th sequence and judges the best
-    three (and plain rounding) on all tokens. Against the exhaustive search (every candidate on
+    three (and plain rounding) on all tokens; with 16 x 256 tokens the MLP is ranked on every 9th
+    token instead (16 x 32 are too few for that). Against the exhaustive search (every candidate on
     every token, as llm-compressor): the same or an almost as good candidate in every mapping,
-    never worse than plain rounding, and the same held-out error of the int4 block."""
-    full = run_awq(models[name], tmp_path, n_seq=16, rank_stride=1)
-    ranked = run_awq(models[name], tmp_path, n_seq=16, rank_stride=4)
+    never worse than plain rounding, and the same held-out error of the int4 block. (A
+    finalist's error is summed over the ranking subset and the other sequences apart, so an
+    equal choice may differ from the exhaustive error by rounding.)"""
+    full = run_awq(models[name], tmp_path, n_seq=16, seq_len=seq_len, rank_stride=1)
+    ranked = run_awq(models[name], tmp_path, n_seq=16, seq_len=seq_len, rank_stride=4)
     same = total = 0
     for a, b in zip(full, ranked):
         for m, r in zip(a["mappings"], b["mappings"]):
@@ -151,7 +160,9 @@ def test_ranking_on_a_subset_keeps_the_choice(models, tmp_path, name):
             total += 1
             same += (m["ratio"], m["duo"]) == (r["ratio"], r["duo"])
             assert r["loss_plain"] == pytest.approx(m["loss_plain"], rel=1e-6), (m, r)
-            assert m["loss"] <= r["loss"] <= min(1.02 * m["loss"], r["loss_plain"]), (m, r)
+            assert m["loss"] * (1 - 1e-9) <= r["loss"] <= min(1.02 * m["loss"],
+                                                              r["loss_plain"]), (m, r)
         assert b["awq_error"] <= 1.02 * a["awq_error"], (a, b)
-    print(f"{name}: {same} of {total} mappings chose the exhaustive search's candidate")
+    print(f"{name} x {seq_len}: {same} of {total} mappings chose the exhaustive search's "
+          "candidate")
     assert same >= total - 1

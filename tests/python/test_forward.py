@@ -91,6 +91,19 @@ def run_hf(model_dir, ids: np.ndarray, taps_layer=None):
     return hidden, out.logits.numpy(), taps, model.config
 
 
+def check_gram(taps, offset, n, cfg):
+    """After the six taps (which end at offset) forward_run writes qw_forward_gram of our own
+    down_in: X^T X's upper triangle, the lower one left as it was (0). Returns the end."""
+    ff, d = cfg.intermediate_size, cfg.hidden_size
+    x = taps[offset - n * (ff + 2 * d):][:n * ff].reshape(n, ff).astype(np.float64)
+    gram = taps[offset: offset + ff * ff].reshape(ff, ff)
+    want = x.T @ x
+    upper = np.triu(np.ones((ff, ff), dtype=bool))
+    assert np.abs(gram - want)[upper].max() <= 1e-5 * np.abs(want).max()
+    assert not gram[~upper].any()
+    return offset + ff * ff
+
+
 def output_hooks(layer, taps):
     """Hooks that keep the attention's and the MLP's outputs (attn_out, mlp_out taps)."""
     def keep(key):
@@ -143,7 +156,7 @@ def test_hidden_states_and_logits_equal_transformers(checkpoint, tmp_path, name)
         got = taps[offset: offset + n * widths[key]].reshape(N_SEQ, SEQ_LEN, widths[key])
         offset += n * widths[key]
         _close(got, hf_taps[key], f"tap {key}")
-    assert offset == taps.size
+    assert check_gram(taps, offset, n, cfg) == taps.size
 
 
 def test_sliding_window_matters(checkpoint, tmp_path):

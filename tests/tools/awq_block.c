@@ -102,8 +102,9 @@ static qw_status run(const args *a, qw_error *err) {
         if (st == QW_OK) st = qw_block_load(f, layer, &smooth, err);
         if (st == QW_OK) st = qw_block_load(f, layer, &rtn, err);
         if (st == QW_OK) {
+            /* calib moves on through the original block here (the search's own pass) */
             st = qw_awq_smooth_block(f, smooth, calib, a->n_seq, a->seq_len, &a->params, NULL,
-                                     &rep, err);
+                                     &rep, calib, err);
         }
         double identity = 0, scale = 0, awq_err = 0, rtn_err = 0;
         if (st == QW_OK) { /* unquantized: the smoothed block is the same function */
@@ -138,9 +139,8 @@ static qw_status run(const args *a, qw_error *err) {
             }
             printf("], \"identity_error\": %.9g, \"awq_error\": %.9g, \"rtn_error\": %.9g}\n",
                    scale > 0 ? identity / scale : identity, awq_err, rtn_err);
-            /* both streams go on through the original block */
+            /* held-out goes on through the original block, as calib already has */
             memcpy(held, ref, (size_t)(n * d) * sizeof *held);
-            st = qw_block_forward(f, orig, calib, a->n_seq, a->seq_len, NULL, err);
         }
         qw_block_free(orig);
         qw_block_free(smooth);

@@ -8,7 +8,8 @@
  * embeddings, the output of every block, then the logits (after the final norm and head) —
  * (n_layer + 1) * n_tokens * hidden + n_tokens * vocab values. With --taps, the block `layer`'s
  * attn_in, o_in, mlp_in and down_in activations, then its attention's and MLP's outputs
- * (attn_out, mlp_out), are written one after the other to taps.f32.
+ * (attn_out, mlp_out), are written one after the other to taps.f32, followed by
+ * qw_forward_gram of down_in (intermediate x intermediate, the lower triangle left zero).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,13 @@ static qw_status run(const run_args *a, qw_error *err) {
             st = taps_out ? write_floats(taps_out, taps_buf, n * (4 * d + qw + ff), a->taps_path,
                                          err)
                           : qw_fail(err, QW_ERR_IO, "%s: cannot create", a->taps_path);
+            float *gram = st == QW_OK ? qw_calloc((size_t)(ff * ff), sizeof *gram) : NULL;
+            if (st == QW_OK && !gram) st = qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+            if (st == QW_OK) {
+                qw_forward_gram(f, ff, n, taps.down_in, ff, gram, ff);
+                st = write_floats(taps_out, gram, ff * ff, a->taps_path, err);
+            }
+            qw_free(gram);
         }
         qw_block_free(b);
         b = NULL;
