@@ -341,7 +341,8 @@ static bool dense_mlp_in_sparse_layer(const cm_plan *p, const char *name) {
 
 static cm_role decoder_role(const cm_plan *p, const char *name) {
     if (dense_mlp_in_sparse_layer(p, name)) return CM_UNKNOWN;
-    const bool known = moe_part(p, name) != CM_MOE_NONE || strcmp(name, "model.embed_tokens.weight") == 0 ||
+    const bool known = moe_part(p, name) != CM_MOE_NONE ||
+                       strcmp(name, "model.embed_tokens.weight") == 0 ||
                        strcmp(name, "model.norm.weight") == 0 ||
                        strcmp(name, "lm_head.weight") == 0 ||
                        is_block_tensor(name, "model.layers.", p->hp.n_layer, BLOCK_TENSORS,
