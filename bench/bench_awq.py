@@ -73,7 +73,8 @@ VENV_PACKAGES = ["torch==2.13.0", "llmcompressor"]
 GNU_TIME = "/usr/bin/time"
 
 # Runs in the llm-compressor venv: argv = model_dir ids.json out_dir awq|rtn group_size threads.
-# Writes the seconds oneshot() took to out_dir/oneshot_seconds.
+# Writes the seconds oneshot() took to out_dir/oneshot_seconds, and the versions that ran it
+# to out_dir/versions (the reference's time depends on them).
 LLMC_RUN = r"""
 import json, sys, time
 model_dir, ids_file, out_dir, mode, group, threads = sys.argv[1:7]
@@ -109,6 +110,9 @@ seconds = time.perf_counter() - start
 model.save_pretrained(out_dir, save_compressed=True)
 tok.save_pretrained(out_dir)
 open(out_dir + "/oneshot_seconds", "w").write(f"{seconds}\n")
+import llmcompressor
+open(out_dir + "/versions", "w").write(
+    f"llmcompressor {llmcompressor.__version__}, torch {torch.__version__}\n")
 """
 
 
@@ -348,6 +352,9 @@ def main() -> int:
     print(f"\nSmolLM2-135M, W4A16_ASYM group {args.group_size}; calibration {args.samples} x "
           f"{args.seq_len} tokens (same ids: {same}/{len(texts)} sequences); held-out "
           f"{n_windows} x {args.eval_len} tokens; {args.threads} threads")
+    versions = work / "llmc-awq" / "versions"
+    if versions.exists():  # absent in outputs reused from before the file was written
+        print(f"reference: {versions.read_text().strip()}")
     print(f"{'method':22} {'perplexity':>10} {'/ fp':>7} {'wall s':>8} {'oneshot s':>10} "
           f"{'peak RSS MiB':>13}")
     for label, p in ppl.items():
