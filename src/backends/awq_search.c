@@ -390,8 +390,8 @@ static double gram_mse(gram_loss *g, const qw_forward *f, const qw_linear *l, co
  * calibration token, and twenty candidates make the search most of AWQ's time. The loss curve
  * over the grid is smooth in the token sample, so the candidates are first ranked on a subset
  * (RANKING: whole sequences for the attention, which mixes the tokens of one), and only the
- * FINALISTS best of them, with plain rounding for the report, are judged on all tokens; that
- * judgement picks the winner as before. The subset's units are independent of the others, so
+ * FINALISTS best of them, with plain rounding, are judged on all tokens (less those the subset
+ * already rules out, below); that judgement picks the winner as before. The subset's units are independent of the others, so
  * a finalist's error on all tokens is its ranking error plus its error on the other units:
  * the finals run the parent on those alone. (Two finalists instead of three: on SmolLM2-135M
  * as good by the block errors, 86 of 90 choices as the exhaustive search's, but its int4
@@ -491,6 +491,50 @@ static bool split_init(split *sp, const search_state *st, int64_t in_width, int6
 
 /* final[k] := whether candidate k is among the n_final smallest losses (first ones on ties;
  * non-finite losses never) or is plain rounding */
+/* ---- finalists the subset already rules out ----------------------------------------------------
+ * A finalist runs the parent on every token outside the subset, most of a ranked search's time.
+ * The subset can already tell that a finalist will not win: its errors are compared with the
+ * subset's best candidate's on the same tokens (a paired difference, so the tokens' own spread
+ * cancels), in BATCHES runs of consecutive tokens whose sums stand in for independent samples
+ * (the tokens of one sequence are not independent). A finalist whose mean difference lies more
+ * than PRUNE_Z standard errors above zero is dropped: plain rounding too, which then keeps its
+ * subset error for the report. */
+#define BATCHES 16
+#define PRUNE_Z 4.0
+
+/* the squared error of `rows` rows of `width` values, also summed per batch of rows */
+static double batched_error(const float *a, const float *b, int64_t rows, int64_t width,
+                            double by_batch[BATCHES]) {
+    double total = 0.0;
+    for (int j = 0; j < BATCHES; j++) by_batch[j] = 0.0;
+    for (int64_t r = 0; r < rows; r++) {
+        const double e = squared_error(a + r * width, b + r * width, width);
+        by_batch[r * BATCHES / rows] += e;
+        total += e;
+    }
+    return total;
+}
+
+static void prune_finalists(const double *loss, const double (*by_batch)[BATCHES],
+                            int n_points, bool *final) {
+    int best = -1;
+    for (int k = 0; k < n_points; k++) {
+        if (final[k] && isfinite(loss[k]) && (best < 0 || loss[k] < loss[best])) best = k;
+    }
+    for (int k = 0; best >= 0 && k < n_points; k++) {
+        if (!final[k] || k == best || !isfinite(loss[k])) continue;
+        double mean = 0.0, var = 0.0;
+        for (int j = 0; j < BATCHES; j++) mean += by_batch[k][j] - by_batch[best][j];
+        mean /= BATCHES;
+        for (int j = 0; j < BATCHES; j++) {
+            const double d = by_batch[k][j] - by_batch[best][j] - mean;
+            var += d * d;
+        }
+        const double standard_error = sqrt(var / (BATCHES - 1) / BATCHES);
+        if (mean > PRUNE_Z * standard_error) final[k] = false;
+    }
+}
+
 static void pick_finalists(const double *loss, const grid_point *grid, int n_points, int n_final,
                            bool *final) {
     for (int k = 0; k < n_points; k++) final[k] = grid[k].ratio == 0.0 && !grid[k].duo;
@@ -551,6 +595,8 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
                         ranking_subset(m->parent, st, stride, &unit, &unit_stride);
     split sp = {0};
     double head_sum[128]; /* each candidate's squared error on the ranking subset */
+    double head_batches[128][BATCHES];
+    for (int k = 0; k < n_points; k++) head_sum[k] = INFINITY;
     if (ranked) {
         if (!split_init(&sp, st, width, unit, unit_stride)) status = oom(err);
         for (int k = 0; status == QW_OK && k < n_points; k++) {
@@ -559,12 +605,24 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
             candidate_scales(x_mean, w_mean, width, grid[k], s);
             fake_quantize_scaled(p, balance, ignored, saved, n_balance, s);
             status = run_parent(&sp.head, m, st->y, err);
-            head_sum[k] = squared_error(sp.head.y_ref, st->y, sp.head.n_tokens * st->out_width);
+            head_sum[k] = batched_error(sp.head.y_ref, st->y, sp.head.n_tokens, st->out_width,
+                                        head_batches[k]);
         }
-        if (status == QW_OK) pick_finalists(head_sum, grid, n_points, FINALISTS, final);
+        if (status == QW_OK) {
+            pick_finalists(head_sum, grid, n_points, FINALISTS, final);
+            if (sp.head.n_tokens >= BATCHES) {
+                prune_finalists(head_sum, (const double(*)[BATCHES])head_batches, n_points,
+                                final);
+            }
+        }
     }
     double best_loss = INFINITY;
     rep->loss_plain = NAN;
+    for (int k = 0; ranked && status == QW_OK && k < n_points; k++) {
+        if (grid[k].ratio == 0.0 && !grid[k].duo && !final[k]) { /* pruned: its subset error */
+            rep->loss_plain = head_sum[k] / (double)(sp.head.n_tokens * st->out_width);
+        }
+    }
     for (int k = 0; status == QW_OK && k < n_points; k++) {
         if (!final[k]) continue;
         status = qw_check_cancel(reporter, err);

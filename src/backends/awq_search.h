@@ -37,9 +37,9 @@ typedef struct qw_awq_params {
     /* With at least 2 * rank_stride calibration sequences, a mapping whose parent is the
      * attention or the MLP first ranks every candidate on a subset only: the attention's on
      * each rank_stride-th sequence, the MLP's on about every (2 rank_stride + 1)-th token
-     * (with enough tokens; else as the attention); the few best (and plain rounding) are then
-     * judged on all tokens, which decides. 0 or 1: every candidate on every token, as
-     * llm-compressor. */
+     * (with enough tokens; else as the attention); the few best (and plain rounding), less
+     * those the subset already shows to be worse beyond doubt, are then judged on all tokens,
+     * which decides. 0 or 1: every candidate on every token, as llm-compressor. */
     int rank_stride;
 } qw_awq_params;
 
@@ -49,7 +49,8 @@ typedef struct qw_awq_mapping_report {
     double ratio;      /* the exponent chosen */
     bool duo;          /* whether w̄ was used */
     double loss;       /* mean squared error of the parent output with the chosen scales */
-    double loss_plain; /* ... with no scaling at all (round to nearest) */
+    double loss_plain; /* ... with no scaling at all (round to nearest); in a ranked search
+                        * where the subset ruled it out, its error on the subset */
 } qw_awq_mapping_report;
 
 /* four per dense block; a MoE block: q/k/v, v -> o, its norm, the experts' up -> down (one

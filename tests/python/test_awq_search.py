@@ -145,24 +145,29 @@ def test_linear_parent_error_equals_transformers(models, tmp_path, n_seq, seq_le
 def test_ranking_on_a_subset_keeps_the_choice(models, tmp_path, name, seq_len):
     """qwodel ranks the attention and MLP candidates on every 4th sequence and judges the best
     three (and plain rounding) on all tokens; with 16 x 256 tokens the MLP is ranked on every 9th
-    token instead (16 x 32 are too few for that). Against the exhaustive search (every candidate on
-    every token, as llm-compressor): the same or an almost as good candidate in every mapping,
-    never worse than plain rounding, and the same held-out error of the int4 block. (A
-    finalist's error is summed over the ranking subset and the other sequences apart, so an
-    equal choice may differ from the exhaustive error by rounding.)"""
+    token instead (16 x 32 are too few for that). Finalists the subset shows to be worse beyond
+    doubt (plain rounding, most often) skip the other tokens. Against the exhaustive search
+    (every candidate on every token, as llm-compressor): the same or an almost as good
+    candidate in every mapping, never worse than plain rounding, and the same held-out error of
+    the int4 block. (A finalist's error is summed over the ranking subset and the other
+    sequences apart, so an equal choice may differ from the exhaustive error by rounding; a
+    pruned plain rounding reports its error on the subset.)"""
     full = run_awq(models[name], tmp_path, n_seq=16, seq_len=seq_len, rank_stride=1)
     ranked = run_awq(models[name], tmp_path, n_seq=16, seq_len=seq_len, rank_stride=4)
-    same = total = 0
+    same = total = pruned = 0
     for a, b in zip(full, ranked):
         for m, r in zip(a["mappings"], b["mappings"]):
             if m["skipped"]:
                 continue
             total += 1
             same += (m["ratio"], m["duo"]) == (r["ratio"], r["duo"])
-            assert r["loss_plain"] == pytest.approx(m["loss_plain"], rel=1e-6), (m, r)
+            if r["loss_plain"] != pytest.approx(m["loss_plain"], rel=1e-6):
+                pruned += 1  # a subset's error, so only roughly the whole's
+                assert r["loss_plain"] == pytest.approx(m["loss_plain"], rel=0.5), (m, r)
             assert m["loss"] * (1 - 1e-6) <= r["loss"] <= min(1.02 * m["loss"],
-                                                              r["loss_plain"]), (m, r)
+                                                              m["loss_plain"]), (m, r)
         assert b["awq_error"] <= 1.02 * a["awq_error"], (a, b)
     print(f"{name} x {seq_len}: {same} of {total} mappings chose the exhaustive search's "
-          "candidate")
+          f"candidate; plain rounding ruled out on the subset in {pruned}")
     assert same >= total - 1
+    assert pruned > 0  # the boosted channels leave plain rounding far behind
