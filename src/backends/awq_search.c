@@ -391,11 +391,11 @@ static double gram_mse(gram_loss *g, const qw_forward *f, const qw_linear *l, co
  * over the grid is smooth in the token sample, so the candidates are first ranked on a subset
  * (RANKING: whole sequences for the attention, which mixes the tokens of one), and only the
  * FINALISTS best of them, with plain rounding, are judged on all tokens (less those the subset
- * already rules out, below); that judgement picks the winner as before. The subset's units are independent of the others, so
- * a finalist's error on all tokens is its ranking error plus its error on the other units:
- * the finals run the parent on those alone. (Two finalists instead of three: on SmolLM2-135M
- * as good by the block errors, 86 of 90 choices as the exhaustive search's, but its int4
- * model's perplexity +0.5%.) */
+ * already rules out, below); that judgement picks the winner as before. The subset's units are
+ * independent of the others, so a finalist's error on all tokens is its ranking error plus its
+ * error on the other units: the finals run the parent on those alone. (Two finalists instead
+ * of three: on SmolLM2-135M as good by the block errors, 86 of 90 choices as the exhaustive
+ * search's, but its int4 model's perplexity +0.5%.) */
 
 #define FINALISTS 3
 
@@ -489,8 +489,6 @@ static bool split_init(split *sp, const search_state *st, int64_t in_width, int6
     return true;
 }
 
-/* final[k] := whether candidate k is among the n_final smallest losses (first ones on ties;
- * non-finite losses never) or is plain rounding */
 /* ---- finalists the subset already rules out ----------------------------------------------------
  * A finalist runs the parent on every token outside the subset, most of a ranked search's time.
  * The subset can already tell that a finalist will not win: its errors are compared with the
@@ -535,6 +533,8 @@ static void prune_finalists(const double *loss, const double (*by_batch)[BATCHES
     }
 }
 
+/* final[k] := whether candidate k is among the n_final smallest losses (first ones on ties;
+ * non-finite losses never) or is plain rounding */
 static void pick_finalists(const double *loss, const grid_point *grid, int n_points, int n_final,
                            bool *final) {
     for (int k = 0; k < n_points; k++) final[k] = grid[k].ratio == 0.0 && !grid[k].duo;
