@@ -58,6 +58,12 @@ typedef struct sampled_inputs {
 /* AutoAWQ's thinning of n rows: every step-th, step = n / CLIP_TOKENS (at least 1) */
 static int64_t thinning_step(int64_t n) { return n / CLIP_TOKENS > 1 ? n / CLIP_TOKENS : 1; }
 
+/* how many times denser than a dense tap a MoE layer's MLP input is sampled: n_expert / n_used,
+ * so that each expert gets about CLIP_TOKENS of its own */
+static int64_t moe_density(const qw_moe *m) {
+    return m->n_expert / m->n_used > 1 ? m->n_expert / m->n_used : 1;
+}
+
 /* Runs the block over `hidden` batch by batch, in place, and keeps every step-th token's input
  * of each tap (tokens counted across sequences, as AutoAWQ flattens them). A MoE layer has no
  * single down_proj input, and its MLP input is kept denser (see the top of the file). */
@@ -72,9 +78,8 @@ static qw_status sample_inputs(const qw_forward *f, const qw_block *b, float *hi
     int64_t tap_width = 0;
     for (int i = 0; i < N_INPUTS; i++) {
         si->step[i] = thinning_step(n);
-        if (i == INPUT_MLP && b->moe) {
-            const int64_t density = b->moe->n_expert / b->moe->n_used;
-            si->step[i] = density > 1 ? n / (CLIP_TOKENS * density) : si->step[i];
+        if (i == INPUT_MLP && b->moe && moe_density(b->moe) > 1) {
+            si->step[i] = n / (CLIP_TOKENS * moe_density(b->moe));
             if (si->step[i] < 1) si->step[i] = 1;
         }
         si->n_rows[i] = (n + si->step[i] - 1) / si->step[i];
@@ -259,7 +264,7 @@ static qw_status clip_moe(const qw_forward *f, qw_moe *m, const float *x, int64_
     }
     if (st == QW_OK && m->shared.gate.w) {
         /* every token reaches it: thinned back to the dense taps' density */
-        const int64_t density = m->n_expert / k > 1 ? m->n_expert / k : 1;
+        const int64_t density = moe_density(m);
         int64_t t = 0;
         for (int64_t r = 0; r < n; r += density) {
             memcpy(routed + t * d, x + r * d, (size_t)d * sizeof *routed);

@@ -214,6 +214,8 @@ typedef struct cm_plan {
     double rope_theta_local;   /* the local layers' base (rope_local_base_freq), unscaled */
     bool fused;                /* Phi-3: qkv_proj and gate_up_proj, split after the product */
     bool moe;                  /* some layer is a sparse mixture of experts */
+    const qw_moe_layout **moe_layouts; /* [n_layer]: each layer's, NULL for a dense one (looked
+                                        * up once: every tensor's role asks) */
     bool moe_renorm;           /* its top-k routing weights are renormalized to sum 1 */
     double rope_attn_factor;   /* longrope: cos and sin times this (1 otherwise) */
     double score_scale;        /* queries times this: head_dim^-1/2, or query_pre_attn_scalar's */
@@ -228,6 +230,7 @@ static void cm_plan_free(void *priv) {
     if (!p) return;
     qw_hf_view_free(p->view);
     qw_free(p->sliding);
+    qw_free(p->moe_layouts);
     qw_free(p);
 }
 
@@ -295,14 +298,18 @@ static bool is_block_tensor(const char *name, const char *prefix, int64_t n_laye
     return false;
 }
 
+/* layer's sparse-MLP layout; NULL for a dense layer or one past the model */
+static const qw_moe_layout *layer_moe(const cm_plan *p, long long layer) {
+    return p->moe && layer >= 0 && layer < p->hp.n_layer ? p->moe_layouts[layer] : NULL;
+}
+
 static cm_moe_part moe_part(const cm_plan *p, const char *name) {
     long long layer;
     int at = 0;
-    if (!p->moe || sscanf(name, "model.layers.%lld.%n", &layer, &at) != 1 || at == 0 ||
-        layer < 0 || layer >= p->hp.n_layer) {
+    if (!p->moe || sscanf(name, "model.layers.%lld.%n", &layer, &at) != 1 || at == 0) {
         return CM_MOE_NONE;
     }
-    const qw_moe_layout *lo = qw_hf_view_moe_layout(p->view, layer);
+    const qw_moe_layout *lo = layer_moe(p, layer);
     char head[96];
     snprintf(head, sizeof head, "model.layers.%lld.%s.", layer, lo ? lo->prefix : "");
     const size_t lh = strlen(head);
@@ -336,7 +343,7 @@ static bool dense_mlp_in_sparse_layer(const cm_plan *p, const char *name) {
     long long layer;
     int at = 0;
     return p->moe && sscanf(name, "model.layers.%lld.mlp.%n", &layer, &at) == 1 && at > 0 &&
-           qw_hf_view_moe_layout(p->view, layer) && moe_part(p, name) == CM_MOE_NONE;
+           layer_moe(p, layer) && moe_part(p, name) == CM_MOE_NONE;
 }
 
 static cm_role decoder_role(const cm_plan *p, const char *name) {
@@ -510,8 +517,11 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
                           (long long)p->head_dim, (long long)hp->n_head, (long long)n_kv);
     }
     p->hp.n_head_kv = n_kv;
-    for (int64_t l = 0; l < hp->n_layer && !p->moe; l++) {
-        p->moe = qw_hf_view_moe_layout(p->view, l) != NULL;
+    p->moe_layouts = qw_calloc((size_t)hp->n_layer, sizeof *p->moe_layouts);
+    if (!p->moe_layouts) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    for (int64_t l = 0; l < hp->n_layer; l++) {
+        p->moe_layouts[l] = qw_hf_view_moe_layout(p->view, l);
+        p->moe = p->moe || p->moe_layouts[l];
     }
     if (p->moe && (hp->n_expert < 1 || hp->n_expert_used < 1)) {
         return qw_fail_at(err, QW_ERR_CORRUPT, "num_experts_per_tok", -1,
@@ -1845,7 +1855,7 @@ static mv block(cm_build *b, long long layer, mv x, const cm_shared *sh) {
     mv w2 = norm_weight(b, t2, n1);
     join(n1, sizeof n1, pre, "_post_norm");
     mv h2 = rms_norm(b, n1, x, w2);
-    const qw_moe_layout *moe = qw_hf_view_moe_layout(p->view, layer);
+    const qw_moe_layout *moe = layer_moe(p, layer);
     mv d = moe ? moe_mlp(b, pre, layer, h2, moe) : dense_mlp(b, pre, layer, h2);
     if (p->sandwich) {
         const qw_hf_tensor *t4 =

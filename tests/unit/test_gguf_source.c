@@ -326,8 +326,6 @@ TEST(gemma_norms_lose_their_offset_and_config_has_gemma_keys) {
     qw_free(path);
 }
 
-/* Every architecture row gets a config.json of one of its own classes (Mixtral for a "llama"
- * GGUF with experts), and a rope scaling type HF cannot take is refused, not written. */
 /* A layer with a router is a sparse one, named as its checkpoint layout names it; a layer
  * without one, or past the model's, is dense. */
 TEST(moe_layout_is_found_by_the_router) {
@@ -361,6 +359,8 @@ TEST(moe_layout_is_found_by_the_router) {
     qw_free(path);
 }
 
+/* Every architecture row gets a config.json of one of its own classes (Mixtral for a "llama"
+ * GGUF with experts), and a rope scaling type HF cannot take is refused, not written. */
 TEST(every_architecture_row_has_a_config) {
     qw_hparams hp = {0};
     hp.n_layer = 2;
