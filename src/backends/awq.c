@@ -457,7 +457,6 @@ static qw_status plan_moe(awq_plan *p, size_t *cap, const awq_settings *s, int64
                           const qw_moe_layout *layout, qw_error *err) {
     char module[200], name[256];
     const char *prefix = layout->prefix;
-    const char *const parts[3] = {layout->gate, layout->up, layout->down};
     for (size_t i = 0; i < N_MOE_LINEARS; i++) {
         snprintf(module, sizeof module, "model.layers.%lld.%s.%s", (long long)layer, prefix,
                  MOE_LINEARS[i].module);
@@ -477,7 +476,7 @@ static qw_status plan_moe(awq_plan *p, size_t *cap, const awq_settings *s, int64
     for (int e = 0; e < (1 << 16); e++) { /* qw_hparams' bound on expert counts */
         for (int j = 0; j < 3; j++) {
             snprintf(module, sizeof module, "model.layers.%lld.%s.experts.%d.%s",
-                     (long long)layer, prefix, e, parts[j]);
+                     (long long)layer, prefix, e, layout->linear[j]);
             snprintf(name, sizeof name, "%s.weight", module);
             const qw_hf_tensor *w = qw_hf_view_find(p->view, name);
             if (!w && j == 0) return QW_OK; /* past the last expert */
@@ -1183,16 +1182,15 @@ static bool *moe_ignored_flags(const awq_plan *p, const qw_block *b, int64_t lay
         *st = qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
         return NULL;
     }
-    const char *const parts[3] = {lo->gate, lo->up, lo->down};
     for (int64_t i = 0; i < n; i++) {
         char module[200];
         const int64_t e = i / 3;
         if (e < b->moe->n_expert) {
             snprintf(module, sizeof module, "model.layers.%lld.%s.experts.%lld.%s",
-                     (long long)layer, lo->prefix, (long long)e, parts[i % 3]);
+                     (long long)layer, lo->prefix, (long long)e, lo->linear[i % 3]);
         } else {
             snprintf(module, sizeof module, "model.layers.%lld.%s.shared_expert.%s",
-                     (long long)layer, lo->prefix, parts[i % 3]);
+                     (long long)layer, lo->prefix, lo->linear[i % 3]);
         }
         flags[i] = is_ignored(&p->settings, module);
     }

@@ -327,10 +327,9 @@ static cm_moe_part moe_part(const cm_plan *p, const char *name) {
     } else if (strncmp(rest, "shared_expert.", 14) == 0) {
         linear_name = rest + 14;
     }
-    const char *const linears[3] = {lo->gate, lo->up, lo->down};
     for (int i = 0; linear_name && i < 3; i++) {
-        const size_t n = strlen(linears[i]);
-        if (strncmp(linear_name, linears[i], n) == 0 && strcmp(linear_name + n, ".weight") == 0) {
+        const size_t n = strlen(lo->linear[i]);
+        if (strncmp(linear_name, lo->linear[i], n) == 0 && strcmp(linear_name + n, ".weight") == 0) {
             return CM_MOE_LINEAR;
         }
     }
@@ -1629,11 +1628,10 @@ static mv gated_down(cm_build *b, const char *pre, mv g, mv u, mv w) {
 static mv expert_mlp(cm_build *b, const char *pre, mv x, const char *module,
                      const qw_moe_layout *lo) {
     static const char *const WEIGHTS[3] = {"_gate_weight", "_up_weight", "_down_weight"};
-    const char *const linears[3] = {lo->gate, lo->up, lo->down};
     char n1[160];
     mv w[3];
     for (int i = 0; i < 3; i++) {
-        const qw_hf_tensor *t = tensor(b, true, "%s.%s.weight", module, linears[i]);
+        const qw_hf_tensor *t = tensor(b, true, "%s.%s.weight", module, lo->linear[i]);
         if (!t) return (mv){0};
         join(n1, sizeof n1, pre, WEIGHTS[i]);
         w[i] = weight(b, t, n1);
@@ -1650,7 +1648,7 @@ static mv dense_mlp(cm_build *b, const char *pre, long long layer, mv h2) {
     if (!b->p->fused) {
         char module[64];
         snprintf(module, sizeof module, "model.layers.%lld.mlp", layer);
-        static const qw_moe_layout DENSE = {"mlp", "gate_proj", "up_proj", "down_proj"};
+        static const qw_moe_layout DENSE = {"mlp", {"gate_proj", "up_proj", "down_proj"}};
         return expert_mlp(b, pre, h2, module, &DENSE);
     }
     char n1[160];

@@ -543,12 +543,15 @@ static qw_status load_expert(const qw_forward *f, int64_t layer, const char *pre
                              qw_error *err) {
     char module[160];
     const int64_t d = f->hp.n_embd;
-    snprintf(module, sizeof module, "%s.%s", prefix, layout->gate);
-    QW_TRY(load_linear(f, layer, module, ff, d, &e->gate, err));
-    snprintf(module, sizeof module, "%s.%s", prefix, layout->up);
-    QW_TRY(load_linear(f, layer, module, ff, d, &e->up, err));
-    snprintf(module, sizeof module, "%s.%s", prefix, layout->down);
-    return load_linear(f, layer, module, d, ff, &e->down, err);
+    qw_linear *const linears[3] = {&e->gate, &e->up, &e->down};
+    for (int i = 0; i < 3; i++) { /* gate and up: d -> ff; down: ff -> d */
+        if (snprintf(module, sizeof module, "%s.%s", prefix, layout->linear[i]) >=
+            (int)sizeof module) {
+            return qw_fail(err, QW_ERR_INTERNAL, "module name %s too long", prefix);
+        }
+        QW_TRY(load_linear(f, layer, module, i < 2 ? ff : d, i < 2 ? d : ff, linears[i], err));
+    }
+    return QW_OK;
 }
 
 static qw_status load_moe(const qw_forward *f, int64_t layer, qw_moe **out, qw_error *err) {

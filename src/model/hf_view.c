@@ -338,8 +338,8 @@ const qw_hf_tensor *qw_hf_view_find(const qw_hf_view *v, const char *hf_name) {
 }
 
 static const qw_moe_layout MOE_LAYOUTS[] = {
-    {"block_sparse_moe", "w1", "w3", "w2"},      /* Mixtral */
-    {"mlp", "gate_proj", "up_proj", "down_proj"}, /* Qwen2-MoE, Qwen3-MoE */
+    {"block_sparse_moe", {"w1", "w3", "w2"}},      /* Mixtral */
+    {"mlp", {"gate_proj", "up_proj", "down_proj"}}, /* Qwen2-MoE, Qwen3-MoE */
 };
 
 const qw_moe_layout *qw_hf_view_moe_layout(const qw_hf_view *v, int64_t layer) {

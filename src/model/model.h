@@ -113,7 +113,7 @@ const qw_hf_tensor *qw_hf_view_find(const qw_hf_view *v, const char *hf_name);
  * sigmoid("<prefix>.shared_expert_gate"). Mixtral's w1 / w3 / w2 are gate / up / down. */
 typedef struct qw_moe_layout {
     const char *prefix;
-    const char *gate, *up, *down;
+    const char *linear[3]; /* an expert's gate, up, down */
 } qw_moe_layout;
 
 /* The layout of layer `layer`'s sparse MLP, recognised by its router tensor; NULL for a dense

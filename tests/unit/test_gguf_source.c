@@ -342,9 +342,9 @@ TEST(moe_layout_is_found_by_the_router) {
         CHECK(lo != NULL);
         if (lo) {
             CHECK_EQ_STR(lo->prefix, "block_sparse_moe");
-            CHECK_EQ_STR(lo->gate, "w1");
-            CHECK_EQ_STR(lo->up, "w3");
-            CHECK_EQ_STR(lo->down, "w2");
+            CHECK_EQ_STR(lo->linear[0], "w1");
+            CHECK_EQ_STR(lo->linear[1], "w3");
+            CHECK_EQ_STR(lo->linear[2], "w2");
         }
         CHECK(qw_hf_view_moe_layout(v, 1) == NULL);
         CHECK(qw_hf_view_moe_layout(v, -1) == NULL);
