@@ -20,6 +20,15 @@
 #define QW_UNUSED
 #endif
 
+/* A hot loop compiled twice, for AVX2 and for the baseline x86-64 (SSE2) the build targets;
+ * the loader picks one for the CPU it runs on (an ifunc). Same values either way: the loops are
+ * element-wise and nothing is contracted (-ffp-contract=off). GCC on x86-64 ELF only. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__)
+#define QW_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define QW_AVX2_CLONE
+#endif
+
 /* ---- errors --------------------------------------------------------------------------------- */
 
 /* Fills `err` (when not NULL) and returns `status`, so a failure site reads

@@ -40,13 +40,37 @@ static int8_t to_code(float x) {
     return isnan(x) ? 0 : (int8_t)nearbyintf(x);
 }
 
-static void group_params(const qw_int4_scheme *s, const float *w, int64_t n, float *scale,
-                         int8_t *zero_point) {
-    float lo = 0.0f, hi = 0.0f; /* zero is always representable */
-    for (int64_t i = 0; i < n; i++) {
-        lo = w[i] < lo ? w[i] : lo;
-        hi = w[i] > hi ? w[i] : hi;
+/* lo = min(min(w), 0), hi = max(max(w), 0); NaNs are passed over. LANES running minima and
+ * maxima instead of one: the compiler may not reorder a single float min chain into vector
+ * lanes itself, and this is the search's innermost loop. Min and max are exact, so the lanes
+ * give the same result as one chain. */
+#define LANES 8
+
+static inline void group_range(const float *w, int64_t n, float *lo_out, float *hi_out) {
+    float lo[LANES] = {0}, hi[LANES] = {0}; /* zero is always representable */
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        for (int j = 0; j < LANES; j++) {
+            lo[j] = w[i + j] < lo[j] ? w[i + j] : lo[j];
+            hi[j] = w[i + j] > hi[j] ? w[i + j] : hi[j];
+        }
     }
+    for (; i < n; i++) {
+        lo[0] = w[i] < lo[0] ? w[i] : lo[0];
+        hi[0] = w[i] > hi[0] ? w[i] : hi[0];
+    }
+    for (int j = 1; j < LANES; j++) {
+        lo[0] = lo[j] < lo[0] ? lo[j] : lo[0];
+        hi[0] = hi[j] > hi[0] ? hi[j] : hi[0];
+    }
+    *lo_out = lo[0];
+    *hi_out = hi[0];
+}
+
+static inline void group_params(const qw_int4_scheme *s, const float *w, int64_t n,
+                                float *scale, int8_t *zero_point) {
+    float lo, hi;
+    group_range(w, n, &lo, &hi);
     float sc, zp = 0.0f;
     if (s->symmetric) {
         float m = -lo > hi ? -lo : hi;
@@ -99,15 +123,18 @@ static inline float round_small(float x) {
     return (x + shift) - shift;
 }
 
+/* Written without branches (selects only) so that it vectorizes. */
 static inline void fake_quantize_group(qw_qtype dtype, float *w, int64_t g, float sc, float zp) {
     for (int64_t i = 0; i < g; i++) {
-        float x = clampf(round_to(dtype, round_to(dtype, w[i] / sc) + zp), CODE_MIN, CODE_MAX);
+        float x = round_to(dtype, round_to(dtype, w[i] / sc) + zp);
+        x = x < CODE_MIN ? CODE_MIN : x; /* clampf, as two selects */
+        x = x > CODE_MAX ? CODE_MAX : x;
         const float code = x == x ? round_small(x) : 0.0f; /* NaN: code 0, as to_code */
         w[i] = round_to(dtype, (code - zp) * sc);
     }
 }
 
-void qw_int4_fake_quantize_row(const qw_int4_scheme *s, float *w, int64_t n) {
+QW_AVX2_CLONE void qw_int4_fake_quantize_row(const qw_int4_scheme *s, float *w, int64_t n) {
     const int64_t g = s->group_size;
     for (int64_t k = 0; k * g < n; k++) {
         float *wg = w + k * g;
