@@ -792,10 +792,12 @@ static void apply_rope(const qw_forward *f, const float *inv_freq, float *x, int
     }
 }
 
-/* softcap > 0: scores become tanh(score / cap) * cap first (Gemma 2) */
-static void softmax_causal(float *scores, int64_t seq_len, int64_t window, float softcap) {
-    for (int64_t i = 0; i < seq_len; i++) {
-        float *row = scores + i * seq_len;
+/* Rows [i0, i1) of the causal softmax, row i at scores + (i - i0) * ld holding keys [0, i1);
+ * softcap > 0: scores become tanh(score / cap) * cap first (Gemma 2) */
+static void softmax_causal(float *scores, int64_t i0, int64_t i1, int64_t ld, int64_t window,
+                           float softcap) {
+    for (int64_t i = i0; i < i1; i++) {
+        float *row = scores + (i - i0) * ld;
         int64_t first = window > 0 && i >= window ? i - window + 1 : 0;
         if (softcap > 0.0f) {
             for (int64_t j = first; j <= i; j++) row[j] = tanhf(row[j] / softcap) * softcap;
@@ -803,7 +805,7 @@ static void softmax_causal(float *scores, int64_t seq_len, int64_t window, float
         float max = -INFINITY;
         for (int64_t j = first; j <= i; j++) max = row[j] > max ? row[j] : max;
         float sum = 0.0f;
-        for (int64_t j = 0; j < seq_len; j++) {
+        for (int64_t j = 0; j < i1; j++) {
             float e = j >= first && j <= i ? expf(row[j] - max) : 0.0f;
             row[j] = e;
             sum += e;
@@ -813,7 +815,12 @@ static void softmax_causal(float *scores, int64_t seq_len, int64_t window, float
 }
 
 /* softmax(q k^T * scale) v for one (sequence, head) per item, items split over the pool; each
- * thread has its own score matrix */
+ * thread has its own score matrix. Queries go in blocks of QUERY_BLOCK rows, each against the
+ * keys up to its last row only: the causal mask zeroes the rest, and skipping them saves 3/8 of
+ * the products on 256-token sequences. (The skipped terms were exact zeros, but OpenBLAS may
+ * order a smaller product's sums differently: results move by float rounding.) */
+#define QUERY_BLOCK 64
+
 typedef struct attention_job {
     const qw_forward *f;
     int64_t seq_len, window;
@@ -835,13 +842,17 @@ static void attention_heads(void *arg, size_t begin, size_t end, int worker) {
         const float *kh = j->k + s * seq_len * f->kv_width + g * hd;
         const float *vh = j->v + s * seq_len * f->kv_width + g * hd;
         float *ch = j->ctx + s * seq_len * f->q_width + h * hd;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)seq_len, (int)seq_len, (int)hd,
-                    f->attn_scale, qh, (int)f->q_width, kh, (int)f->kv_width, 0.0f, scores,
-                    (int)seq_len);
-        softmax_causal(scores, seq_len, j->window, f->attn_softcap);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)seq_len, (int)hd,
-                    (int)seq_len, 1.0f, scores, (int)seq_len, vh, (int)f->kv_width, 0.0f, ch,
-                    (int)f->q_width);
+        for (int64_t i0 = 0; i0 < seq_len; i0 += QUERY_BLOCK) {
+            const int64_t i1 = i0 + QUERY_BLOCK < seq_len ? i0 + QUERY_BLOCK : seq_len;
+            const int64_t rows = i1 - i0, keys = i1;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)keys, (int)hd,
+                        f->attn_scale, qh + i0 * f->q_width, (int)f->q_width, kh,
+                        (int)f->kv_width, 0.0f, scores, (int)seq_len);
+            softmax_causal(scores, i0, i1, seq_len, j->window, f->attn_softcap);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)keys,
+                        1.0f, scores, (int)seq_len, vh, (int)f->kv_width, 0.0f,
+                        ch + i0 * f->q_width, (int)f->q_width);
+        }
     }
 }
 
