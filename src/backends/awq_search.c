@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef enum awq_parent { PARENT_ATTENTION, PARENT_O, PARENT_MLP, PARENT_DOWN } awq_parent;
@@ -264,15 +265,28 @@ typedef struct fake_quant_job {
     const float *s;
 } fake_quant_job;
 
-static void fake_quantize_rows(void *ctx, size_t begin, size_t end, int worker) {
+/* w := w0 · s rounded to dtype; called with a constant dtype, so that each dtype gets its own
+ * branch-free, vectorized loop */
+static inline void scale_row(qw_qtype dtype, float *w, const float *w0, const float *s,
+                             int64_t n) {
+    const qw_int4_scheme only_dtype = {1, false, dtype};
+    for (int64_t c = 0; c < n; c++) w[c] = qw_int4_round_dtype(&only_dtype, w0[c] * s[c]);
+}
+
+QW_AVX2_CLONE static void fake_quantize_rows(void *ctx, size_t begin, size_t end, int worker) {
     (void)worker;
     const fake_quant_job *job = ctx;
     const qw_linear *l = job->l;
+    const qw_qtype dtype = job->p->scheme.dtype;
     for (size_t r = begin; r < end; r++) {
         float *w = l->w + r * (size_t)l->n_in;
         const float *w0 = job->w0 + r * (size_t)l->n_in;
-        for (int64_t c = 0; c < l->n_in; c++) {
-            w[c] = qw_int4_round_dtype(&job->p->scheme, w0[c] * job->s[c]);
+        if (dtype == QW_QTYPE_BF16) {
+            scale_row(QW_QTYPE_BF16, w, w0, job->s, l->n_in);
+        } else if (dtype == QW_QTYPE_F16) {
+            scale_row(QW_QTYPE_F16, w, w0, job->s, l->n_in);
+        } else {
+            scale_row(QW_QTYPE_F32, w, w0, job->s, l->n_in);
         }
         qw_int4_fake_quantize_row(&job->p->scheme, w, l->n_in);
         for (int64_t c = 0; c < l->n_in; c++) w[c] /= job->s[c];
@@ -370,19 +384,126 @@ static void gram_free(gram_loss *g) {
     qw_free(g->dtd);
 }
 
-/* the mean squared output error of weights l->w against the originals w0 */
-static double gram_mse(gram_loss *g, const qw_forward *f, const qw_linear *l, const float *w0,
-                       int64_t n_tokens) {
+/* the squared output error of weights l->w against the originals w0, summed over the tokens
+ * and l's output rows */
+static double gram_error(gram_loss *g, const qw_forward *f, const qw_linear *l,
+                         const float *w0) {
     const int64_t n = l->n_in, count = l->n_out * l->n_in;
     for (int64_t i = 0; i < count; i++) g->delta[i] = l->w[i] - w0[i];
     qw_forward_gram(f, n, l->n_out, g->delta, n, g->dtd, n);
-    double diag = 0.0, off = 0.0; /* the lower triangle counts as the upper one again */
+    /* the lower triangle counts as the upper one again; LANES partial sums, so that the
+     * products vectorize (a single sum's order cannot be changed by the compiler) */
+    enum { LANES = 8 };
+    double diag = 0.0, off[LANES] = {0};
     for (int64_t r = 0; r < n; r++) {
         const float *gr = g->gram + r * n, *dr = g->dtd + r * n;
         diag += (double)gr[r] * (double)dr[r];
-        for (int64_t c = r + 1; c < n; c++) off += (double)gr[c] * (double)dr[c];
+        int64_t c = r + 1;
+        for (; c + LANES <= n; c += LANES) {
+            for (int j = 0; j < LANES; j++) off[j] += (double)gr[c + j] * (double)dr[c + j];
+        }
+        for (; c < n; c++) off[0] += (double)gr[c] * (double)dr[c];
     }
-    return (diag + 2.0 * off) / ((double)n_tokens * (double)l->n_out);
+    double off_sum = 0.0;
+    for (int j = 0; j < LANES; j++) off_sum += off[j];
+    return diag + 2.0 * off_sum;
+}
+
+/* A candidate's Gram error is a sum over the linear's output rows, e_r = dW_r G dW_r^T, and a
+ * row's int4 rounding (its groups, the column scales) depends on that row alone: rows are units
+ * to sample, as tokens are. So a Gram parent's candidates are first ranked on a sample of rows,
+ * about a third of the dW^T dW triangle each, which was most of down_proj's search; the
+ * ROWS_KEEP best (and plain rounding) then get the other rows' errors, and so their exact error
+ * on the whole.
+ *
+ * Rows are far from alike: a few (those reading the massive activation channels) carry much of
+ * the error, and a plain every-4th-row sample that missed them cost one of SmolLM2's down_proj
+ * mappings +14%. So the sample is stratified: the n_out / rank_stride rows with the largest
+ * plain-rounding error (from G's diagonal, an estimate) always, and every (2 rank_stride)-th
+ * of the others standing for that many. Rejected: ranking on G's diagonal alone (with the
+ * inputs' mean direction), which chose +44% worse in a SmolLM2 layer; and the sample's errors
+ * corrected by it (a control variate), with three finalists, which chose +2.4% worse in a
+ * random test model's down_proj. */
+#define ROWS_KEEP 5
+
+typedef struct row_split {
+    qw_linear part[3]; /* views of w: the heavy rows, the sampled ones, the others */
+    float *w, *w0;     /* working weights and the originals, rows in that order */
+    float weight;      /* how many rows each sampled one stands for */
+} row_split;
+
+typedef struct row_rank {
+    double error;
+    int64_t row;
+} row_rank;
+
+static int by_row(const void *a, const void *b) {
+    const row_rank *x = a, *y = b;
+    return x->row < y->row ? -1 : x->row > y->row;
+}
+
+static int by_error_descending(const void *a, const void *b) {
+    const row_rank *x = a, *y = b;
+    if (x->error != y->error) return x->error < y->error ? 1 : -1;
+    return by_row(a, b); /* equal errors: the same order on every platform */
+}
+
+static bool row_split_init(row_split *rs, const qw_int4_scheme *scheme, const float *gram,
+                           const float *w0, int64_t n_out, int64_t n_in, int stride) {
+    const int64_t every = 2 * (int64_t)stride, n_heavy = n_out / stride;
+    const int64_t n_sampled = (n_out - n_heavy + every - 1) / every;
+    row_rank *rank = qw_malloc_array((size_t)n_out, sizeof *rank);
+    rs->w = qw_malloc_array((size_t)(n_out * n_in), sizeof *rs->w);
+    rs->w0 = qw_malloc_array((size_t)(n_out * n_in), sizeof *rs->w0);
+    if (!rank || !rs->w || !rs->w0) {
+        qw_free(rank);
+        return false;
+    }
+    for (int64_t r = 0; r < n_out; r++) { /* w as scratch for one plainly rounded row */
+        memcpy(rs->w, w0 + r * n_in, (size_t)n_in * sizeof *w0);
+        qw_int4_fake_quantize_row(scheme, rs->w, n_in);
+        double e = 0.0;
+        for (int64_t c = 0; c < n_in; c++) {
+            const double d = (double)rs->w[c] - (double)w0[r * n_in + c];
+            e += (double)gram[c * n_in + c] * d * d;
+        }
+        rank[r] = (row_rank){e, r};
+    }
+    qsort(rank, (size_t)n_out, sizeof *rank, by_error_descending);
+    qsort(rank + n_heavy, (size_t)(n_out - n_heavy), sizeof *rank, by_row); /* the others */
+    int64_t to = 0;
+    for (int pass = 0; pass < 3; pass++) { /* heavy, sampled (every every-th other), the rest */
+        for (int64_t i = 0; i < n_out; i++) {
+            const int in = i < n_heavy ? 0 : (i - n_heavy) % every == 0 ? 1 : 2;
+            if (in != pass) continue;
+            memcpy(rs->w0 + to * n_in, w0 + rank[i].row * n_in, (size_t)n_in * sizeof *w0);
+            to++;
+        }
+    }
+    qw_free(rank);
+    const int64_t rows[3] = {n_heavy, n_sampled, n_out - n_heavy - n_sampled};
+    int64_t first = 0;
+    for (int i = 0; i < 3; i++) {
+        rs->part[i] = (qw_linear){rs->w + first * n_in, NULL, rows[i], n_in};
+        first += rows[i];
+    }
+    rs->weight = (float)every;
+    return true;
+}
+
+static void row_split_free(row_split *rs) {
+    qw_free(rs->w);
+    qw_free(rs->w0);
+}
+
+/* part i's rows := Q(W0 · diag(s)) · diag(s)^-1; their Gram error */
+static double row_part_error(const qw_awq_params *p, gram_loss *g, const qw_forward *f,
+                             row_split *rs, int i, bool ignored, const float *s) {
+    qw_linear *part = &rs->part[i];
+    if (part->n_out == 0) return 0.0;
+    float *const w0 = rs->w0 + (part->w - rs->w);
+    fake_quantize_scaled(p, &part, &ignored, &w0, 1, s);
+    return gram_error(g, f, part, w0);
 }
 
 /* ---- ranking on a subset of the tokens ----------------------------------------------------------
@@ -399,10 +520,17 @@ static double gram_mse(gram_loss *g, const qw_forward *f, const qw_linear *l, co
 
 #define FINALISTS 3
 
+/* The ranking is itself in two steps: every candidate on the first half of the subset, only
+ * the RANKING_KEEP best (and plain rounding) on its second half; the finalists are the best on
+ * both halves. The far ends of the grid are already far behind on half the subset. */
+#define RANKING_KEEP 5
+
 /* The parent's input and reference output reordered: the ranking subset first, then the
  * rest, each a search_state of its own. */
 typedef struct split {
     search_state head, tail;
+    /* each in a first and a second half of its units (RANKING_KEEP, the finals' pruning) */
+    search_state head_halves[2], tail_halves[2];
     float *input, *y_ref;
 } split;
 
@@ -419,8 +547,11 @@ static void split_free(split *sp) {
  * the others', and every 8th token (all first tokens) cost SmolLM2's last MLP +13.5% error.
  * Below MIN_RANK_TOKENS tokens so sparse a sample misjudges (57 tokens: +6.7% in a test
  * model's MLP), and the MLP is ranked on whole sequences too. A linear parent is not ranked
- * (its error comes from the Gram matrix, or its tokens are one expert's). */
+ * on tokens: its error comes from the Gram matrix (ranked on rows, row_split, when it has
+ * MIN_RANK_ROWS rows per rank_stride: its 256-row o_proj in a test model, a sample of 88 rows,
+ * chose +3.2% worse), or its tokens are one expert's. */
 #define MIN_RANK_TOKENS 256
+#define MIN_RANK_ROWS 128
 
 static const struct {
     awq_parent parent;
@@ -452,6 +583,19 @@ static bool ranking_subset(awq_parent parent, const search_state *st, int rank_s
         return true;
     }
     return false;
+}
+
+/* whole's units (seq_len tokens each): the first half, rounded up, then the rest */
+static void halve(const search_state *whole, int64_t in_width, search_state halves[2]) {
+    const int64_t n_first = (whole->n_seq + 1) / 2, unit = whole->seq_len;
+    halves[0] = *whole;
+    halves[0].n_seq = n_first;
+    halves[0].n_tokens = n_first * unit;
+    halves[1] = *whole;
+    halves[1].n_seq = whole->n_seq - n_first;
+    halves[1].n_tokens = halves[1].n_seq * unit;
+    halves[1].input = whole->input + n_first * unit * in_width;
+    halves[1].y_ref = whole->y_ref + n_first * unit * whole->out_width;
 }
 
 /* units of `unit` tokens (whole sequences, or single tokens), every stride-th in the head */
@@ -486,6 +630,8 @@ static bool split_init(split *sp, const search_state *st, int64_t in_width, int6
     sp->tail.n_tokens = n_tail * unit;
     sp->tail.input = sp->input + (size_t)n_head * in_floats;
     sp->tail.y_ref = sp->y_ref + (size_t)n_head * out_floats;
+    halve(&sp->head, in_width, sp->head_halves);
+    halve(&sp->tail, in_width, sp->tail_halves);
     return true;
 }
 
@@ -496,40 +642,52 @@ static bool split_init(split *sp, const search_state *st, int64_t in_width, int6
  * cancels), in BATCHES runs of consecutive tokens whose sums stand in for independent samples
  * (the tokens of one sequence are not independent). A finalist whose mean difference lies more
  * than PRUNE_Z standard errors above zero is dropped: plain rounding too, which then keeps its
- * subset error for the report. */
-#define BATCHES 16
+ * error so far for the report. The finals run the other tokens in two halves and prune again
+ * between them, on the subset's and the first half's batches, now at PRUNE_Z_FINALS: with
+ * about half the tokens behind it the test is sharper, and a finalist it drops wrongly (a
+ * chance of 1 in 700 when two are equal) was within a few standard errors of the winner. On
+ * SmolLM2-135M the choices stay those of PRUNE_Z there, and of the 160 finalists that ran the
+ * first half 120 ran the second (137 at PRUNE_Z). */
+#define BATCHES 16 /* 8 in each half of the subset, 16 in the first half of the others */
 #define PRUNE_Z 4.0
+#define PRUNE_Z_FINALS 3.0
 
 /* the squared error of `rows` rows of `width` values, also summed per batch of rows */
 static double batched_error(const float *a, const float *b, int64_t rows, int64_t width,
-                            double by_batch[BATCHES]) {
+                            int n_batches, double *by_batch) {
     double total = 0.0;
-    for (int j = 0; j < BATCHES; j++) by_batch[j] = 0.0;
+    for (int j = 0; j < n_batches; j++) by_batch[j] = 0.0;
     for (int64_t r = 0; r < rows; r++) {
         const double e = squared_error(a + r * width, b + r * width, width);
-        by_batch[r * BATCHES / rows] += e;
+        by_batch[r * n_batches / rows] += e;
         total += e;
     }
     return total;
 }
 
-static void prune_finalists(const double *loss, const double (*by_batch)[BATCHES],
-                            int n_points, bool *final) {
+/* Drops the finalists (final[k]) whose errors, in n_batches batch sums, are beyond doubt above
+ * the best finalist's; a dropped plain rounding reports its error so far, sum / n_values. */
+static void prune_finalists(const double (*by_batch)[2 * BATCHES], int n_batches, double z,
+                            const double *sum, const grid_point *grid, int n_points, bool *final,
+                            qw_awq_mapping_report *rep, int64_t n_values) {
     int best = -1;
     for (int k = 0; k < n_points; k++) {
-        if (final[k] && isfinite(loss[k]) && (best < 0 || loss[k] < loss[best])) best = k;
+        if (final[k] && isfinite(sum[k]) && (best < 0 || sum[k] < sum[best])) best = k;
     }
     for (int k = 0; best >= 0 && k < n_points; k++) {
-        if (!final[k] || k == best || !isfinite(loss[k])) continue;
+        if (!final[k] || k == best || !isfinite(sum[k])) continue;
         double mean = 0.0, var = 0.0;
-        for (int j = 0; j < BATCHES; j++) mean += by_batch[k][j] - by_batch[best][j];
-        mean /= BATCHES;
-        for (int j = 0; j < BATCHES; j++) {
+        for (int j = 0; j < n_batches; j++) mean += by_batch[k][j] - by_batch[best][j];
+        mean /= n_batches;
+        for (int j = 0; j < n_batches; j++) {
             const double d = by_batch[k][j] - by_batch[best][j] - mean;
             var += d * d;
         }
-        const double standard_error = sqrt(var / (BATCHES - 1) / BATCHES);
-        if (mean > PRUNE_Z * standard_error) final[k] = false;
+        const double standard_error = sqrt(var / (n_batches - 1) / n_batches);
+        if (mean > z * standard_error) {
+            final[k] = false;
+            if (grid[k].ratio == 0.0 && !grid[k].duo) rep->loss_plain = sum[k] / (double)n_values;
+        }
     }
 }
 
@@ -546,6 +704,23 @@ static void pick_finalists(const double *loss, const grid_point *grid, int n_poi
         if (best < 0) break;
         final[best] = true;
     }
+}
+
+/* The balance layers fake-quantized with candidate scales s, the parent run on part: *error :=
+ * its squared error against part's reference output, also in n_batches batch sums. */
+static qw_status candidate_error(search_state *part, const qw_awq_params *p, const awq_target *m,
+                                 float *const *saved, const float *s,
+                                 const qw_reporter *reporter, int n_batches, double *by_batch,
+                                 double *error, qw_error *err) {
+    qw_status status = qw_check_cancel(reporter, err);
+    if (status != QW_OK) return status;
+    fake_quantize_scaled(p, m->balance, m->ignored, saved, m->n_balance, s);
+    status = run_parent(part, m, part->y, err);
+    if (status == QW_OK) {
+        *error = batched_error(part->y_ref, part->y, part->n_tokens, part->out_width, n_batches,
+                               by_batch);
+    }
+    return status;
 }
 
 static qw_status search_mapping(search_state *st, const qw_awq_params *p, const awq_target *m,
@@ -593,65 +768,120 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
     int unit_stride = 0;
     const bool ranked = status == QW_OK && stride > 1 && st->n_seq >= 2 * (int64_t)stride &&
                         ranking_subset(m->parent, st, stride, &unit, &unit_stride);
+    const bool rows_ranked = status == QW_OK && use_gram && stride > 1 &&
+                             balance[0]->n_out >= MIN_RANK_ROWS * (int64_t)stride;
     split sp = {0};
-    double head_sum[128]; /* each candidate's squared error on the ranking subset */
-    double head_batches[128][BATCHES];
-    for (int k = 0; k < n_points; k++) head_sum[k] = INFINITY;
+    row_split rs = {0};
+    double rows_sampled[128]; /* rows_ranked: the exact error of the heavy and sampled rows */
+    /* each candidate's squared error so far, on `seen` tokens (all candidates have seen the
+     * same ones), and as batch sums: the ranking subset's halves' BATCHES / 2 each, then the
+     * first half of the others' BATCHES */
+    double sum[128], batches[128][2 * BATCHES];
+    int64_t seen = 0;
+    for (int k = 0; k < n_points; k++) sum[k] = INFINITY;
+    rep->loss_plain = NAN;
     if (ranked) {
         if (!split_init(&sp, st, width, unit, unit_stride)) status = oom(err);
+        /* every candidate on the subset's first half, the RANKING_KEEP best of them (and plain
+         * rounding) on its second half too */
+        bool kept[128];
+        for (int k = 0; k < n_points; k++) kept[k] = true;
+        for (int half = 0; half < 2 && status == QW_OK; half++) {
+            search_state *part = &sp.head_halves[half];
+            if (part->n_tokens == 0) break; /* a one-unit subset: no second half */
+            if (half == 1) pick_finalists(sum, grid, n_points, RANKING_KEEP, kept);
+            for (int k = 0; status == QW_OK && k < n_points; k++) {
+                if (!kept[k]) {
+                    sum[k] = INFINITY;
+                    continue;
+                }
+                double e = 0.0;
+                candidate_scales(x_mean, w_mean, width, grid[k], s);
+                status = candidate_error(part, p, m, saved, s, reporter, BATCHES / 2,
+                                         batches[k] + half * (BATCHES / 2), &e, err);
+                sum[k] = half == 0 ? e : sum[k] + e;
+            }
+            seen += part->n_tokens;
+        }
+        if (status == QW_OK) {
+            pick_finalists(sum, grid, n_points, FINALISTS, final);
+            if (sp.head.n_tokens >= BATCHES) {
+                prune_finalists((const double(*)[2 * BATCHES])batches, BATCHES, PRUNE_Z, sum,
+                                grid, n_points, final, rep, seen * st->out_width);
+            }
+        }
+    } else if (rows_ranked) {
+        if (!row_split_init(&rs, &p->scheme, gram.gram, saved[0], balance[0]->n_out, width,
+                            stride)) {
+            status = oom(err);
+        }
         for (int k = 0; status == QW_OK && k < n_points; k++) {
             status = qw_check_cancel(reporter, err);
             if (status != QW_OK) break;
             candidate_scales(x_mean, w_mean, width, grid[k], s);
-            fake_quantize_scaled(p, balance, ignored, saved, n_balance, s);
-            status = run_parent(&sp.head, m, st->y, err);
-            head_sum[k] = batched_error(sp.head.y_ref, st->y, sp.head.n_tokens, st->out_width,
-                                        head_batches[k]);
+            const double heavy = row_part_error(p, &gram, st->f, &rs, 0, ignored[0], s);
+            const double sampled = row_part_error(p, &gram, st->f, &rs, 1, ignored[0], s);
+            sum[k] = heavy + rs.weight * sampled; /* the estimate, to rank by */
+            rows_sampled[k] = heavy + sampled;
         }
-        if (status == QW_OK) {
-            pick_finalists(head_sum, grid, n_points, FINALISTS, final);
-            if (sp.head.n_tokens >= BATCHES) {
-                prune_finalists(head_sum, (const double(*)[BATCHES])head_batches, n_points,
-                                final);
+        if (status == QW_OK) pick_finalists(sum, grid, n_points, ROWS_KEEP, final);
+    }
+    /* the finals: the finalists' errors on every token, from the Gram matrix, or the parent
+     * run on the tokens outside the subset in two halves, with a second pruning between them */
+    if (use_gram) {
+        for (int k = 0; status == QW_OK && k < n_points; k++) {
+            if (!final[k]) continue;
+            status = qw_check_cancel(reporter, err);
+            if (status != QW_OK) break;
+            candidate_scales(x_mean, w_mean, width, grid[k], s);
+            if (rows_ranked) {
+                sum[k] = rows_sampled[k] + row_part_error(p, &gram, st->f, &rs, 2, ignored[0], s);
+            } else {
+                fake_quantize_scaled(p, balance, ignored, saved, n_balance, s);
+                sum[k] = gram_error(&gram, st->f, balance[0], saved[0]);
+            }
+        }
+    } else {
+        search_state *parts[2] = {st, NULL};
+        if (ranked) {
+            parts[0] = &sp.tail_halves[0];
+            parts[1] = sp.tail_halves[1].n_tokens > 0 ? &sp.tail_halves[1] : NULL;
+        }
+        for (int half = 0; half < 2 && parts[half] && status == QW_OK; half++) {
+            for (int k = 0; status == QW_OK && k < n_points; k++) {
+                if (!final[k]) continue;
+                double e = 0.0;
+                candidate_scales(x_mean, w_mean, width, grid[k], s);
+                status = candidate_error(parts[half], p, m, saved, s, reporter, BATCHES,
+                                         batches[k] + BATCHES, &e, err);
+                sum[k] = ranked ? sum[k] + e : e;
+            }
+            seen += parts[half]->n_tokens;
+            if (status == QW_OK && half == 0 && parts[1] && sp.head.n_tokens >= BATCHES) {
+                prune_finalists((const double(*)[2 * BATCHES])batches, 2 * BATCHES,
+                                PRUNE_Z_FINALS, sum, grid, n_points, final, rep,
+                                seen * st->out_width);
             }
         }
     }
     double best_loss = INFINITY;
-    rep->loss_plain = NAN;
-    for (int k = 0; ranked && status == QW_OK && k < n_points; k++) {
-        if (grid[k].ratio == 0.0 && !grid[k].duo && !final[k]) { /* pruned: its subset error */
-            rep->loss_plain = head_sum[k] / (double)(sp.head.n_tokens * st->out_width);
-        }
-    }
+    int best_k = -1;
     for (int k = 0; status == QW_OK && k < n_points; k++) {
         if (!final[k]) continue;
-        status = qw_check_cancel(reporter, err);
-        if (status != QW_OK) break;
-        candidate_scales(x_mean, w_mean, width, grid[k], s);
-        fake_quantize_scaled(p, balance, ignored, saved, n_balance, s);
-        double loss;
-        if (use_gram) {
-            loss = gram_mse(&gram, st->f, balance[0], saved[0], st->n_tokens);
-        } else if (ranked) {
-            status = run_parent(&sp.tail, m, st->y, err);
-            if (status != QW_OK) break;
-            loss = (head_sum[k] +
-                    squared_error(sp.tail.y_ref, st->y, sp.tail.n_tokens * st->out_width)) /
-                   (double)n_out;
-        } else {
-            status = run_parent(st, m, st->y, err);
-            if (status != QW_OK) break;
-            loss = squared_error(st->y_ref, st->y, n_out) / (double)n_out;
-        }
+        const double loss = sum[k] / (double)n_out;
         if (grid[k].ratio == 0.0 && !grid[k].duo) rep->loss_plain = loss;
         if (loss < best_loss) { /* strictly smaller: the first minimum is kept */
             best_loss = loss;
-            rep->ratio = grid[k].ratio;
-            rep->duo = grid[k].duo;
-            memcpy(best, s, (size_t)width * sizeof *s);
+            best_k = k;
         }
     }
+    if (best_k >= 0) {
+        rep->ratio = grid[best_k].ratio;
+        rep->duo = grid[best_k].duo;
+        candidate_scales(x_mean, w_mean, width, grid[best_k], best);
+    }
     split_free(&sp);
+    row_split_free(&rs);
     if (status == QW_OK && !isfinite(best_loss)) {
         status = qw_fail(err, QW_ERR_CORRUPT,
                          "layer %lld, %s: every candidate gives a non-finite error (the "

@@ -50,6 +50,10 @@ def models(tmp_path_factory):
         # GQA with Qwen3's q/k norms (v -> o skipped)
         "gqa": _outlier_checkpoint(root / "gqa", family="qwen3", tokenizer="qwen3", tied=False,
                                    dtype="f32", layers=2, heads=4, kv_heads=2),
+        # MHA with 512-row o_proj and down_proj: wide enough for ranking on a sample of rows
+        "wide": _outlier_checkpoint(root / "wide", family="llama", tokenizer="llama2",
+                                    tied=False, dtype="f32", layers=2, heads=8, kv_heads=8,
+                                    hidden=512),
     }
 
 
@@ -141,12 +145,15 @@ def test_linear_parent_error_equals_transformers(models, tmp_path, n_seq, seq_le
 
 
 @pytest.mark.parametrize("name, seq_len", [("mha", SEQ_LEN), ("gqa", SEQ_LEN), ("mha", 256),
-                                           ("gqa", 256)])
+                                           ("gqa", 256), ("wide", SEQ_LEN), ("wide", 256)])
 def test_ranking_on_a_subset_keeps_the_choice(models, tmp_path, name, seq_len):
-    """qwodel ranks the attention and MLP candidates on every 4th sequence and judges the best
-    three (and plain rounding) on all tokens; with 16 x 256 tokens the MLP is ranked on every 9th
-    token instead (16 x 32 are too few for that). Finalists the subset shows to be worse beyond
-    doubt (plain rounding, most often) skip the other tokens. Against the exhaustive search
+    """qwodel ranks the attention and MLP candidates on every 4th sequence (all of them on the
+    first half of those, the best five on the second half too) and judges the best three (and
+    plain rounding) on all tokens; with 16 x 256 tokens the MLP is ranked on every 9th token
+    instead (16 x 32 are too few for that). Finalists the subset shows to be worse beyond doubt
+    (plain rounding, most often) skip the other tokens, and the first half of the others prunes
+    again. The wide model's 512-row o_proj and down_proj rank theirs on a sample of rows, the
+    best five then on every row. Against the exhaustive search
     (every candidate on every token, as llm-compressor): the same or an almost as good
     candidate in every mapping, never worse than plain rounding, and the same held-out error of
     the int4 block. (A finalist's error is summed over the ranking subset and the other
