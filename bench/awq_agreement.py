@@ -16,6 +16,10 @@ The model and ids are bench_awq.py's (its --workdir holds both):
     python3 bench/awq_agreement.py --awq-block build-rel/awq_block \\
         --model ~/.cache/qwodel-bench/work/smollm2-135m \\
         --ids ~/.cache/qwodel-bench/work/calib_ids.json [--group-size 64 --stride 4]
+        [--exhaustive-cache FILE]
+
+The exhaustive run is most of the time (about 5 of 7 minutes); --exhaustive-cache keeps its
+blocks in FILE, made on first use, for comparing several versions of the ranked search.
 """
 from __future__ import annotations
 
@@ -43,6 +47,8 @@ def main() -> int:
     ap.add_argument("--ids", required=True, help="bench_awq.py's calib_ids.json")
     ap.add_argument("--group-size", type=int, default=64)
     ap.add_argument("--stride", type=int, default=4, help="the ranked search's rank_stride")
+    ap.add_argument("--exhaustive-cache", type=pathlib.Path,
+                    help="JSON file keeping the exhaustive run's blocks (same model, ids, group)")
     args = ap.parse_args()
     ids = np.array(json.loads(pathlib.Path(args.ids).read_text()), dtype=np.int32)
     n_seq, seq_len = ids.shape
@@ -50,8 +56,17 @@ def main() -> int:
         calib, held = pathlib.Path(tmp) / "calib.i32", pathlib.Path(tmp) / "held.i32"
         ids.tofile(calib)
         ids[::-1].copy().tofile(held)
-        full = run_blocks(args.awq_block, args.model, calib, held, n_seq, seq_len,
-                          args.group_size, 1)
+        cache = args.exhaustive_cache
+        key = {"model": str(pathlib.Path(args.model).resolve()), "ids": ids.tolist(),
+               "group": args.group_size}
+        cached = json.loads(cache.read_text()) if cache and cache.exists() else None
+        if cached and cached["key"] == key:
+            full = cached["blocks"]
+        else:
+            full = run_blocks(args.awq_block, args.model, calib, held, n_seq, seq_len,
+                              args.group_size, 1)
+            if cache:
+                cache.write_text(json.dumps({"key": key, "blocks": full}))
         ranked = run_blocks(args.awq_block, args.model, calib, held, n_seq, seq_len,
                             args.group_size, args.stride)
     same = total = plain_ruled_out = 0
