@@ -10,6 +10,11 @@ struct qw_hf_view {
     qw_hf_tensor *tensors;
     size_t n_tensors;
     size_t cap_tensors;
+    /* tensors by name: open addressing, a power of two at least twice cap_tensors; 0 is an
+     * empty slot, else index + 1. A Qwen3-MoE has tens of thousands of expert tensors, and
+     * every backend looks most of them up by name: a scan made that quadratic. */
+    size_t *slots;
+    size_t n_slots;
     /* one catalog entry per expert of a stacked GGUF tensor: the expert's rows, which the HF
      * tensors of the experts point at as their source */
     qw_model_tensor *slices;
@@ -35,6 +40,32 @@ static const char *torch_dtype_of(const qw_model_tensor *t) {
     return "float32";
 }
 
+static size_t name_hash(const char *name) { /* FNV-1a */
+    uint64_t h = 14695981039346656037u;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++) {
+        h = (h ^ *c) * 1099511628211u;
+    }
+    return (size_t)h;
+}
+
+/* the slot holding name, or the empty one where it would go */
+static size_t *slot_of(const qw_hf_view *v, const char *name) {
+    size_t i = name_hash(name) & (v->n_slots - 1);
+    while (v->slots[i] != 0 && strcmp(v->tensors[v->slots[i] - 1].name, name) != 0) {
+        i = (i + 1) & (v->n_slots - 1);
+    }
+    return &v->slots[i];
+}
+
+/* Indexes the tensor being filled in, tensors[n_tensors], by its name; false when another
+ * tensor has that name already. */
+static bool index_next(qw_hf_view *v) {
+    size_t *slot = slot_of(v, v->tensors[v->n_tensors].name);
+    if (*slot != 0) return false;
+    *slot = v->n_tensors + 1;
+    return true;
+}
+
 static void fill_common(qw_hf_tensor *h, const qw_model_tensor *t) {
     const qw_qtype_info *info = qw_qtype_get(t->type);
     h->source = t;
@@ -57,6 +88,8 @@ static qw_status view_of_hf_dir(const qw_model *m, qw_hf_view *v, qw_error *err)
                               sizeof h->name - 1);
         }
         snprintf(h->name, sizeof h->name, "%s", t->name);
+        /* a name in two shards stays in the view; finding it gives the first copy */
+        (void)index_next(v);
         fill_common(h, t);
         v->n_tensors++;
     }
@@ -227,7 +260,7 @@ static qw_status view_of_gguf(const qw_model *m, qw_hf_view *v, qw_error *err) {
                     qw_error_prefix(err, "%s: ", m->path);
                     return st;
                 }
-                if (qw_hf_view_find(v, h->name)) {
+                if (!index_next(v)) {
                     return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
                                       "%s: two tensors map to the HuggingFace name \"%s\"",
                                       m->path, h->name);
@@ -246,7 +279,7 @@ static qw_status view_of_gguf(const qw_model *m, qw_hf_view *v, qw_error *err) {
         }
         qw_hf_tensor *h = &v->tensors[v->n_tensors];
         memcpy(h->name, name, sizeof h->name);
-        if (qw_hf_view_find(v, h->name)) {
+        if (!index_next(v)) {
             return qw_fail_at(err, QW_ERR_CORRUPT, t->name, -1,
                               "%s: two tensors map to the HuggingFace name \"%s\"", m->path,
                               h->name);
@@ -302,8 +335,11 @@ qw_status qw_model_hf_view(const qw_model *m, qw_hf_view **out, qw_error *err) {
         v->cap_tensors = n;
         v->tensors = qw_calloc(n + 1, sizeof *v->tensors);
         v->slices = qw_calloc(n + 1, sizeof *v->slices);
+        v->n_slots = 16;
+        while (v->n_slots < 2 * (n + 1)) v->n_slots *= 2;
+        v->slots = qw_calloc(v->n_slots, sizeof *v->slots);
     }
-    if (!v || !v->tensors || !v->slices) {
+    if (!v || !v->tensors || !v->slices || !v->slots) {
         qw_hf_view_free(v);
         return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     }
@@ -320,6 +356,7 @@ void qw_hf_view_free(qw_hf_view *v) {
     if (!v) return;
     qw_free(v->tensors);
     qw_free(v->slices);
+    qw_free(v->slots);
     json_decref(v->config);
     qw_free(v);
 }
@@ -331,10 +368,8 @@ const qw_hf_tensor *qw_hf_view_at(const qw_hf_view *v, size_t index) {
 }
 
 const qw_hf_tensor *qw_hf_view_find(const qw_hf_view *v, const char *hf_name) {
-    for (size_t i = 0; i < v->n_tensors; i++) {
-        if (strcmp(v->tensors[i].name, hf_name) == 0) return &v->tensors[i];
-    }
-    return NULL;
+    const size_t slot = *slot_of(v, hf_name);
+    return slot != 0 ? &v->tensors[slot - 1] : NULL;
 }
 
 static const qw_moe_layout MOE_LAYOUTS[] = {

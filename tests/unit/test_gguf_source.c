@@ -326,6 +326,35 @@ TEST(gemma_norms_lose_their_offset_and_config_has_gemma_keys) {
     qw_free(path);
 }
 
+/* Finding by name (a hash index) gives back every tensor of the view, and nothing for a name
+ * it does not hold, one that differs in its last byte, or a prefix of one. */
+TEST(every_tensor_is_found_by_its_name) {
+    spec s = default_spec();
+    s.router = true;
+    char *path = write_model("find.gguf", &s);
+    qw_model *m;
+    qw_hf_view *v;
+    qw_error err = {0};
+    CHECK_OK(open_view(path, &m, &v, &err), &err);
+    if (v) {
+        CHECK(qw_hf_view_count(v) >= 3);
+        for (size_t i = 0; i < qw_hf_view_count(v); i++) {
+            const qw_hf_tensor *t = qw_hf_view_at(v, i);
+            CHECK(qw_hf_view_find(v, t->name) == t);
+            char other[sizeof t->name];
+            snprintf(other, sizeof other, "%s", t->name);
+            other[strlen(other) - 1] ^= 1;
+            CHECK(qw_hf_view_find(v, other) == NULL);
+            other[strlen(other) - 1] = '\0';
+            CHECK(qw_hf_view_find(v, other) == NULL);
+        }
+        CHECK(qw_hf_view_find(v, "") == NULL);
+        CHECK(qw_hf_view_find(v, "model.layers.7.mlp.up_proj.weight") == NULL);
+    }
+    close_view(m, v);
+    qw_free(path);
+}
+
 /* A layer with a router is a sparse one, named as its checkpoint layout names it; a layer
  * without one, or past the model's, is dense. */
 TEST(moe_layout_is_found_by_the_router) {
@@ -715,5 +744,6 @@ RUN_TESTS(TEST_CASE(view_gives_hf_names_rows_and_config),
           TEST_CASE(spm_vocabulary_without_merges),
           TEST_CASE(random_mutations_never_crash),
           TEST_CASE(gemma_norms_lose_their_offset_and_config_has_gemma_keys),
+          TEST_CASE(every_tensor_is_found_by_its_name),
           TEST_CASE(moe_layout_is_found_by_the_router),
           TEST_CASE(every_architecture_row_has_a_config))
