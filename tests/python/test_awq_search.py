@@ -148,7 +148,7 @@ def test_linear_parent_error_equals_transformers(models, tmp_path, n_seq, seq_le
                                            ("gqa", 256), ("wide", SEQ_LEN), ("wide", 256)])
 def test_ranking_on_a_subset_keeps_the_choice(models, tmp_path, name, seq_len):
     """qwodel ranks the attention and MLP candidates on every 4th sequence (all of them on the
-    first half of those, the best five on the second half too) and judges the best three (and
+    first half of those, the best four on the second half too) and judges the best three (and
     plain rounding) on all tokens; with 16 x 256 tokens the MLP is ranked on every 9th token
     instead (16 x 32 are too few for that). Finalists the subset shows to be worse beyond doubt
     (plain rounding, most often) skip the other tokens, and the first half of the others prunes
