@@ -265,31 +265,13 @@ typedef struct fake_quant_job {
     const float *s;
 } fake_quant_job;
 
-/* w := w0 · s rounded to dtype; called with a constant dtype, so that each dtype gets its own
- * branch-free, vectorized loop */
-static inline void scale_row(qw_qtype dtype, float *w, const float *w0, const float *s,
-                             int64_t n) {
-    const qw_int4_scheme only_dtype = {1, false, dtype};
-    for (int64_t c = 0; c < n; c++) w[c] = qw_int4_round_dtype(&only_dtype, w0[c] * s[c]);
-}
-
-QW_AVX2_CLONE static void fake_quantize_rows(void *ctx, size_t begin, size_t end, int worker) {
+static void fake_quantize_rows(void *ctx, size_t begin, size_t end, int worker) {
     (void)worker;
     const fake_quant_job *job = ctx;
     const qw_linear *l = job->l;
-    const qw_qtype dtype = job->p->scheme.dtype;
     for (size_t r = begin; r < end; r++) {
-        float *w = l->w + r * (size_t)l->n_in;
-        const float *w0 = job->w0 + r * (size_t)l->n_in;
-        if (dtype == QW_QTYPE_BF16) {
-            scale_row(QW_QTYPE_BF16, w, w0, job->s, l->n_in);
-        } else if (dtype == QW_QTYPE_F16) {
-            scale_row(QW_QTYPE_F16, w, w0, job->s, l->n_in);
-        } else {
-            scale_row(QW_QTYPE_F32, w, w0, job->s, l->n_in);
-        }
-        qw_int4_fake_quantize_row(&job->p->scheme, w, l->n_in);
-        for (int64_t c = 0; c < l->n_in; c++) w[c] /= job->s[c];
+        qw_int4_fake_quantize_scaled_row(&job->p->scheme, job->w0 + r * (size_t)l->n_in, job->s,
+                                         l->n_in, l->w + r * (size_t)l->n_in);
     }
 }
 

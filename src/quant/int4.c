@@ -151,6 +151,24 @@ QW_AVX2_CLONE void qw_int4_fake_quantize_row(const qw_int4_scheme *s, float *w, 
     }
 }
 
+static inline void scale_row(qw_qtype dtype, const float *w0, const float *scale, int64_t n,
+                             float *w) {
+    for (int64_t c = 0; c < n; c++) w[c] = round_to(dtype, w0[c] * scale[c]);
+}
+
+QW_AVX2_CLONE void qw_int4_fake_quantize_scaled_row(const qw_int4_scheme *s, const float *w0,
+                                                    const float *scale, int64_t n, float *w) {
+    if (s->dtype == QW_QTYPE_BF16) {
+        scale_row(QW_QTYPE_BF16, w0, scale, n, w);
+    } else if (s->dtype == QW_QTYPE_F16) {
+        scale_row(QW_QTYPE_F16, w0, scale, n, w);
+    } else {
+        scale_row(QW_QTYPE_F32, w0, scale, n, w);
+    }
+    qw_int4_fake_quantize_row(s, w, n);
+    for (int64_t c = 0; c < n; c++) w[c] /= scale[c];
+}
+
 void qw_int4_pack_row(const int8_t *codes, int64_t n, int32_t *words) {
     for (int64_t j = 0; j * 8 < n; j++) {
         uint32_t word = 0;

@@ -50,6 +50,9 @@ void qw_int4_dequantize_row(const qw_int4_scheme *s, const int8_t *codes, const 
                             const int8_t *zero_points, int64_t n, float *out);
 /* w := dequantize(quantize(w)), with scratch for nothing: AWQ's search evaluates this. */
 void qw_int4_fake_quantize_row(const qw_int4_scheme *s, float *w, int64_t n);
+/* w := fake_quantize(dtype(w0 · scale)) / scale, column by column: AWQ's candidate weights. */
+void qw_int4_fake_quantize_scaled_row(const qw_int4_scheme *s, const float *w0,
+                                      const float *scale, int64_t n, float *w);
 
 /* words[(n + 7) / 8] from codes[n] (a short last word is zero-padded). */
 void qw_int4_pack_row(const int8_t *codes, int64_t n, int32_t *words);

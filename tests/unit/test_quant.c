@@ -11,6 +11,7 @@
 
 #include "blocks.h"
 #include "half.h"
+#include "int4.h"
 #include "kernels.h"
 #include "quant.h"
 #include "test.h"
@@ -1084,6 +1085,29 @@ TEST(decoders_are_deterministic_on_any_bytes) {
     }
 }
 
+/* AWQ's candidate weights: Q(dtype(w0 · s)) / s, column by column, in every scale dtype, equal
+ * to the composition of the scheme's own rounding, fake quantization and division. */
+TEST(int4_fake_quantize_scaled_row_is_the_composition) {
+    enum { N = 128 };
+    float w0[N], scale[N], got[N], want[N];
+    for (int i = 0; i < N; i++) {
+        w0[i] = sinf((float)i * 0.7f + 0.3f) * (i % 17 == 0 ? 4.0f : 0.25f);
+        scale[i] = 0.5f + (float)(i % 5) * 0.375f;
+    }
+    const qw_qtype dtypes[] = {QW_QTYPE_F32, QW_QTYPE_F16, QW_QTYPE_BF16};
+    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
+        for (int symmetric = 0; symmetric < 2; symmetric++) {
+            const qw_int4_scheme s = {32, symmetric != 0, dtypes[d]};
+            for (int i = 0; i < N; i++) want[i] = qw_int4_round_dtype(&s, w0[i] * scale[i]);
+            qw_int4_fake_quantize_row(&s, want, N);
+            for (int i = 0; i < N; i++) want[i] /= scale[i];
+            qw_int4_fake_quantize_scaled_row(&s, w0, scale, N, got);
+            CHECK(memcmp(got, want, sizeof got) == 0);
+            CHECK(got[1] != w0[1]); /* it did quantize */
+        }
+    }
+}
+
 RUN_TESTS(TEST_CASE(table_rows_are_consistent), TEST_CASE(table_matches_ggml),
           TEST_CASE(table_matches_block_structs), TEST_CASE(lookup_round_trips),
           TEST_CASE(row_bytes), TEST_CASE(fp16_from_fp32_edges),
@@ -1095,5 +1119,5 @@ RUN_TESTS(TEST_CASE(table_rows_are_consistent), TEST_CASE(table_matches_ggml),
           TEST_CASE(round_trip_error), TEST_CASE(importance_steers_error),
           TEST_CASE(importance_of_ones_is_not_null), TEST_CASE(special_rows),
           TEST_CASE(rows_are_independent), TEST_CASE(row_level_importance),
-          TEST_CASE(fit_helpers),
+          TEST_CASE(fit_helpers), TEST_CASE(int4_fake_quantize_scaled_row_is_the_composition),
           TEST_CASE(decoders_are_deterministic_on_any_bytes))
