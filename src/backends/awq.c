@@ -810,6 +810,17 @@ static qw_status calibration_ids(const qw_run_context *ctx, awq_settings *s,
 
 /* ---- writing -------------------------------------------------------------------------------- */
 
+/* One linear's int4 codes, scales and zero points. Its pieces (packed codes, scales, zero
+ * points; or the GEMM layout's three) are written one after another from the same codes, so the
+ * linear is quantized once, for the first of them. */
+typedef struct linear_codes {
+    const qw_hf_tensor *src; /* the linear they belong to; NULL: none yet */
+    int8_t *codes;           /* [n_out][n_in] */
+    float *scales;           /* [n_out][groups] */
+    int8_t *zps;             /* [n_out][groups] */
+    float *rows;             /* a row of scratch per pool thread */
+} linear_codes;
+
 typedef struct out_state {
     awq_plan *plan;
     const char *dir; /* the temporary directory */
@@ -817,7 +828,17 @@ typedef struct out_state {
     size_t shard;    /* open shard, or SIZE_MAX */
     void *chunk;     /* conversion buffer */
     size_t chunk_bytes;
+    qw_pool *pool;   /* splits a linear's rows; NULL: one thread */
+    linear_codes lc;
 } out_state;
+
+static void linear_codes_free(linear_codes *lc) {
+    qw_free(lc->codes);
+    qw_free(lc->scales);
+    qw_free(lc->zps);
+    qw_free(lc->rows);
+    *lc = (linear_codes){0};
+}
 
 static qw_status begin_piece(out_state *o, const piece *pc, qw_error *err) {
     if (o->writer && o->shard == pc->shard) return QW_OK;
@@ -877,44 +898,90 @@ static qw_status put_copy(out_state *o, const qw_hf_tensor *t, qw_error *err) {
     return st;
 }
 
-/* One quantized linear's piece (packed codes, scales, zero points or shape) from its rows. */
+typedef struct quantize_job {
+    const qw_int4_scheme *s;
+    const float *w;
+    int64_t n_in, groups;
+    linear_codes *lc;
+} quantize_job;
+
+/* row r of the linear from its f32 values w, rounded to the model's dtype first as the
+ * checkpoint stores them; scratch may be w */
+static void quantize_row(const quantize_job *j, int64_t r, const float *w, float *scratch) {
+    for (int64_t c = 0; c < j->n_in; c++) scratch[c] = qw_int4_round_dtype(j->s, w[c]);
+    qw_int4_quantize_row(j->s, scratch, j->n_in, j->lc->codes + r * j->n_in,
+                         j->lc->scales + r * j->groups, j->lc->zps + r * j->groups);
+}
+
+static void quantize_rows(void *ctx, size_t begin, size_t end, int worker) {
+    const quantize_job *j = ctx;
+    float *scratch = j->lc->rows + (size_t)worker * (size_t)j->n_in;
+    for (size_t r = begin; r < end; r++) {
+        quantize_row(j, (int64_t)r, j->w + r * (size_t)j->n_in, scratch);
+    }
+}
+
+/* o->lc := the codes of src, whose f32 rows are w (a block's scaled weights), or are read from
+ * the source when w is NULL; nothing to do when they are src's already */
+static qw_status quantize_linear(out_state *o, const qw_hf_tensor *src, const float *w,
+                                 qw_error *err) {
+    linear_codes *lc = &o->lc;
+    if (lc->src == src) return QW_OK;
+    linear_codes_free(lc);
+    const qw_int4_scheme *s = &o->plan->settings.params.scheme;
+    const int64_t n_out = src->n_rows, n_in = src->ne[0], groups = n_in / s->group_size;
+    const int n_threads = o->pool ? qw_pool_threads(o->pool) : 1;
+    lc->codes = qw_malloc_array((size_t)(n_out * n_in), 1);
+    lc->scales = qw_malloc_array((size_t)(n_out * groups), sizeof *lc->scales);
+    lc->zps = qw_malloc_array((size_t)(n_out * groups), 1);
+    lc->rows = qw_malloc_array((size_t)n_threads * (size_t)n_in, sizeof *lc->rows);
+    if (!lc->codes || !lc->scales || !lc->zps || !lc->rows) {
+        linear_codes_free(lc);
+        return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory quantizing %s", src->name);
+    }
+    quantize_job job = {s, w, n_in, groups, lc};
+    if (w && o->pool) {
+        qw_pool_run(o->pool, (size_t)n_out, 16, quantize_rows, &job);
+    } else if (w) {
+        quantize_rows(&job, 0, (size_t)n_out, 0);
+    } else {
+        for (int64_t r = 0; r < n_out; r++) { /* read into the scratch row, rounded in place */
+            const qw_status st = qw_hf_tensor_read_f32(src, r, 1, lc->rows, err);
+            if (st != QW_OK) {
+                linear_codes_free(lc);
+                return st;
+            }
+            quantize_row(&job, r, lc->rows, lc->rows);
+        }
+    }
+    lc->src = src;
+    return QW_OK;
+}
+
 /* AutoAWQ's GEMM layout (research/awq.md §4). Its words run along the outputs, so the whole
  * layer is quantized before any word can be written; codes and zero points are stored unsigned
  * (+8), column 8c + GEMM_ORDER[i] of a word in its nibble i. The dequantized weights are the
  * pack-quantized ones: (u - z) * s with u = q + 8 and z = zp + 8 is (q - zp) * s. */
 static const int GEMM_ORDER[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 
-static qw_status put_gemm(out_state *o, const piece *pc, const float *w, qw_error *err) {
+static qw_status put_gemm(out_state *o, const piece *pc, qw_error *err) {
     const qw_int4_scheme *s = &o->plan->settings.params.scheme;
     const int64_t n_out = pc->src->n_rows, n_in = pc->src->ne[0], groups = n_in / s->group_size;
-    int8_t *codes = qw_malloc_array((size_t)(n_out * n_in), 1);
-    float *scales = qw_malloc_array((size_t)(n_out * groups), sizeof *scales);
-    int8_t *zps = qw_malloc_array((size_t)(n_out * groups), 1);
-    float *row = qw_malloc_array((size_t)n_in, sizeof *row);
+    const linear_codes *lc = &o->lc;
     uint32_t *words = qw_malloc_array((size_t)(n_out / 8), sizeof *words);
     uint16_t *halves = qw_malloc_array((size_t)n_out, sizeof *halves);
-    qw_status st = codes && scales && zps && row && words && halves
-                       ? QW_OK
-                       : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
-    for (int64_t r = 0; st == QW_OK && r < n_out; r++) {
-        if (w) {
-            memcpy(row, w + r * n_in, (size_t)n_in * sizeof *row);
-        } else {
-            st = qw_hf_tensor_read_f32(pc->src, r, 1, row, err);
-        }
-        for (int64_t c = 0; c < n_in; c++) row[c] = qw_int4_round_dtype(s, row[c]);
-        qw_int4_quantize_row(s, row, n_in, codes + r * n_in, scales + r * groups,
-                             zps + r * groups);
-    }
+    qw_status st = words && halves ? QW_OK : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     /* one output line per input column (qweight) or per group (qzeros, scales) */
     const int64_t n_lines = pc->kind == PIECE_GEMM_QWEIGHT ? n_in : groups;
     for (int64_t k = 0; st == QW_OK && k < n_lines; k++) {
         if (pc->kind == PIECE_GEMM_SCALES) {
-            for (int64_t r = 0; r < n_out; r++) halves[r] = qw_fp32_to_fp16(scales[r * groups + k]);
+            for (int64_t r = 0; r < n_out; r++) {
+                halves[r] = qw_fp32_to_fp16(lc->scales[r * groups + k]);
+            }
             st = qw_st_writer_write(o->writer, halves, (size_t)n_out * sizeof *halves, err);
             continue;
         }
-        const int8_t *v = pc->kind == PIECE_GEMM_QWEIGHT ? codes : zps;
+        const int8_t *v = pc->kind == PIECE_GEMM_QWEIGHT ? lc->codes : lc->zps;
         const int64_t stride = pc->kind == PIECE_GEMM_QWEIGHT ? n_in : groups;
         for (int64_t c = 0; c < n_out / 8; c++) {
             uint32_t word = 0;
@@ -925,61 +992,39 @@ static qw_status put_gemm(out_state *o, const piece *pc, const float *w, qw_erro
         }
         st = qw_st_writer_write(o->writer, words, (size_t)(n_out / 8) * sizeof *words, err);
     }
-    qw_free(codes);
-    qw_free(scales);
-    qw_free(zps);
-    qw_free(row);
     qw_free(words);
     qw_free(halves);
     return st;
 }
 
+/* One quantized linear's piece (packed codes, scales, zero points or shape); w as for
+ * quantize_linear. */
 static qw_status put_quantized(out_state *o, const piece *pc, const float *w, qw_error *err) {
-    if (pc->kind >= PIECE_GEMM_QWEIGHT) return put_gemm(o, pc, w, err);
     const qw_int4_scheme *s = &o->plan->settings.params.scheme;
     const int64_t n_out = pc->src->n_rows, n_in = pc->src->ne[0], groups = n_in / s->group_size;
     if (pc->kind == PIECE_SHAPE) {
         const int64_t shape[2] = {n_out, n_in};
         return qw_st_writer_write(o->writer, shape, sizeof shape, err);
     }
-    int8_t *codes = qw_malloc_array((size_t)(8 * n_in), 1);
-    float *scales = qw_malloc_array((size_t)(8 * groups), sizeof *scales);
-    int8_t *zps = qw_malloc_array((size_t)(8 * groups), 1);
-    int32_t *words = qw_malloc_array((size_t)((n_in + 7) / 8 > groups ? (n_in + 7) / 8 : groups),
-                                     sizeof *words);
-    float *row = qw_malloc_array((size_t)n_in, sizeof *row);
-    qw_status st = codes && scales && zps && words && row
-                       ? QW_OK
-                       : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
-    /* rows 8 at a time: zero points pack 8 rows into a word */
-    for (int64_t r0 = 0; st == QW_OK && r0 < n_out; r0 += 8) {
-        const int64_t n = n_out - r0 < 8 ? n_out - r0 : 8;
-        for (int64_t i = 0; st == QW_OK && i < n; i++) {
-            if (w) {
-                memcpy(row, w + (r0 + i) * n_in, (size_t)n_in * sizeof *row);
-            } else {
-                st = qw_hf_tensor_read_f32(pc->src, r0 + i, 1, row, err);
-            }
-            for (int64_t c = 0; c < n_in; c++) row[c] = qw_int4_round_dtype(s, row[c]);
-            qw_int4_quantize_row(s, row, n_in, codes + i * n_in, scales + i * groups,
-                                 zps + i * groups);
+    QW_TRY(quantize_linear(o, pc->src, w, err));
+    if (pc->kind >= PIECE_GEMM_QWEIGHT) return put_gemm(o, pc, err);
+    const linear_codes *lc = &o->lc;
+    if (pc->kind == PIECE_SCALE) return put_floats(o, lc->scales, n_out * groups, err);
+    /* packed codes a row of words each; zero points packed 8 rows to a word */
+    const int64_t row_words = pc->kind == PIECE_PACKED ? (n_in + 7) / 8 : groups;
+    int32_t *words = qw_malloc_array((size_t)row_words, sizeof *words);
+    qw_status st = words ? QW_OK : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+    const int64_t step = pc->kind == PIECE_PACKED ? 1 : 8;
+    for (int64_t r0 = 0; st == QW_OK && r0 < n_out; r0 += step) {
+        if (pc->kind == PIECE_PACKED) {
+            qw_int4_pack_row(lc->codes + r0 * n_in, n_in, words);
+        } else {
+            const int64_t n = n_out - r0 < 8 ? n_out - r0 : 8;
+            qw_int4_pack_columns(lc->zps + r0 * groups, n, groups, words);
         }
-        for (int64_t i = 0; st == QW_OK && i < n && pc->kind == PIECE_PACKED; i++) {
-            qw_int4_pack_row(codes + i * n_in, n_in, words);
-            st = qw_st_writer_write(o->writer, words, (size_t)((n_in + 7) / 8) * sizeof *words,
-                                    err);
-        }
-        if (st == QW_OK && pc->kind == PIECE_SCALE) st = put_floats(o, scales, n * groups, err);
-        if (st == QW_OK && pc->kind == PIECE_ZERO) {
-            qw_int4_pack_columns(zps, n, groups, words);
-            st = qw_st_writer_write(o->writer, words, (size_t)groups * sizeof *words, err);
-        }
+        st = qw_st_writer_write(o->writer, words, (size_t)row_words * sizeof *words, err);
     }
-    qw_free(codes);
-    qw_free(scales);
-    qw_free(zps);
     qw_free(words);
-    qw_free(row);
     return st;
 }
 
@@ -1343,7 +1388,8 @@ static qw_status awq_execute(const qw_run_context *ctx, const qw_plan *plan,
     awq_plan *p = plan->priv;
     qw_dir_clean_stale(plan->output_path);
     char *tmp = qw_dir_temp_path(plan->output_path);
-    run_state rs = {ctx, p, NULL, NULL, 0, 0, {p, tmp, NULL, SIZE_MAX, NULL, 4u << 20}};
+    run_state rs = {ctx, p, NULL, NULL, 0, 0,
+                    {p, tmp, NULL, SIZE_MAX, NULL, 4u << 20, ctx->pool, {0}}};
     rs.out.chunk = qw_malloc(rs.out.chunk_bytes);
     qw_status st = tmp && rs.out.chunk ? qw_mkdir_p(tmp, err)
                                        : qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
@@ -1355,6 +1401,7 @@ static qw_status awq_execute(const qw_run_context *ctx, const qw_plan *plan,
     }
     if (st != QW_OK && tmp) qw_dir_remove_tree(tmp); /* a failed or cancelled run leaves nothing */
     qw_free(rs.out.chunk);
+    linear_codes_free(&rs.out.lc);
     qw_free(rs.hidden);
     qw_forward_free(rs.fwd);
     qw_free(tmp);
