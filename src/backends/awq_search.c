@@ -220,6 +220,7 @@ typedef struct search_state {
     float *y_ref, *y;   /* parent outputs: reference and candidate */
     bool ref_ready;     /* y_ref already holds the parent's output for input (from the block's
                          * statistics pass, which ran the same weights on the same input) */
+    double *sums;       /* scratch for a sum per token (or Gram row): search_mapping's */
 } search_state;
 
 /* One mapping resolved against a block: a dense block's from its table row, a MoE block's
@@ -249,12 +250,54 @@ static qw_status run_parent(search_state *st, const awq_target *t, float *y, qw_
     return QW_OK;
 }
 
-static double squared_error(const float *a, const float *b, int64_t n) {
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)a[i] - (double)b[i];
-        sum += d * d;
+/* ---- sums over rows, split over the pool ----------------------------------------------------
+ * A candidate's error is a sum over the rows of an output (or of a Gram triangle). Each row's
+ * sum is one thread's and the rows are added in order afterwards, so the result does not depend
+ * on the number of threads. A row's own sum runs in SUM_LANES partial sums: a single sum's
+ * order cannot be changed by the compiler, and its latency, not the multiplies, would bound
+ * the loop. */
+enum { SUM_LANES = 8 };
+
+typedef double (*row_sum_fn)(const void *ctx, int64_t row);
+
+typedef struct row_sum_job {
+    row_sum_fn fn;
+    const void *ctx;
+    double *sums;
+} row_sum_job;
+
+static void row_sum_rows(void *ctx, size_t begin, size_t end, int worker) {
+    (void)worker;
+    const row_sum_job *j = ctx;
+    for (size_t r = begin; r < end; r++) j->sums[r] = j->fn(j->ctx, (int64_t)r);
+}
+
+/* sums[r] := fn(ctx, r) for the n_rows rows */
+static void row_sums(qw_pool *pool, int64_t n_rows, row_sum_fn fn, const void *ctx,
+                     double *sums) {
+    row_sum_job job = {fn, ctx, sums};
+    if (pool) {
+        qw_pool_run(pool, (size_t)n_rows, 16, row_sum_rows, &job);
+    } else {
+        row_sum_rows(&job, 0, (size_t)n_rows, 0);
     }
+}
+
+static double squared_error(const float *a, const float *b, int64_t n) {
+    double lane[SUM_LANES] = {0};
+    int64_t i = 0;
+    for (; i + SUM_LANES <= n; i += SUM_LANES) {
+        for (int j = 0; j < SUM_LANES; j++) {
+            const double d = (double)a[i + j] - (double)b[i + j];
+            lane[j] += d * d;
+        }
+    }
+    for (; i < n; i++) {
+        const double d = (double)a[i] - (double)b[i];
+        lane[0] += d * d;
+    }
+    double sum = 0.0;
+    for (int j = 0; j < SUM_LANES; j++) sum += lane[j];
     return sum;
 }
 
@@ -366,29 +409,57 @@ static void gram_free(gram_loss *g) {
     qw_free(g->dtd);
 }
 
-/* the squared output error of weights l->w against the originals w0, summed over the tokens
- * and l's output rows */
-static double gram_error(gram_loss *g, const qw_forward *f, const qw_linear *l,
-                         const float *w0) {
-    const int64_t n = l->n_in, count = l->n_out * l->n_in;
-    for (int64_t i = 0; i < count; i++) g->delta[i] = l->w[i] - w0[i];
-    qw_forward_gram(f, n, l->n_out, g->delta, n, g->dtd, n);
-    /* the lower triangle counts as the upper one again; LANES partial sums, so that the
-     * products vectorize (a single sum's order cannot be changed by the compiler) */
-    enum { LANES = 8 };
-    double diag = 0.0, off[LANES] = {0};
-    for (int64_t r = 0; r < n; r++) {
-        const float *gr = g->gram + r * n, *dr = g->dtd + r * n;
-        diag += (double)gr[r] * (double)dr[r];
-        int64_t c = r + 1;
-        for (; c + LANES <= n; c += LANES) {
-            for (int j = 0; j < LANES; j++) off[j] += (double)gr[c + j] * (double)dr[c + j];
-        }
-        for (; c < n; c++) off[0] += (double)gr[c] * (double)dr[c];
+typedef struct gram_rows {
+    const float *gram, *dtd;
+    int64_t n;
+} gram_rows;
+
+/* row r's share of the inner product of two symmetric matrices stored as upper triangles: the
+ * diagonal once, the rest twice for the lower triangle */
+static double gram_row(const void *ctx, int64_t r) {
+    const gram_rows *g = ctx;
+    const float *gr = g->gram + r * g->n, *dr = g->dtd + r * g->n;
+    double lane[SUM_LANES] = {0};
+    int64_t c = r + 1;
+    for (; c + SUM_LANES <= g->n; c += SUM_LANES) {
+        for (int j = 0; j < SUM_LANES; j++) lane[j] += (double)gr[c + j] * (double)dr[c + j];
     }
-    double off_sum = 0.0;
-    for (int j = 0; j < LANES; j++) off_sum += off[j];
-    return diag + 2.0 * off_sum;
+    for (; c < g->n; c++) lane[0] += (double)gr[c] * (double)dr[c];
+    double off = 0.0;
+    for (int j = 0; j < SUM_LANES; j++) off += lane[j];
+    return (double)gr[r] * (double)dr[r] + 2.0 * off;
+}
+
+typedef struct delta_job {
+    float *delta;
+    const float *w, *w0;
+    int64_t n_in;
+} delta_job;
+
+static void delta_rows(void *ctx, size_t begin, size_t end, int worker) {
+    (void)worker;
+    const delta_job *j = ctx;
+    const size_t n_in = (size_t)j->n_in;
+    for (size_t i = begin * n_in; i < end * n_in; i++) j->delta[i] = j->w[i] - j->w0[i];
+}
+
+/* the squared output error of weights l->w against the originals w0, summed over the tokens
+ * and l's output rows; sums: scratch for l->n_in values */
+static double gram_error(gram_loss *g, const qw_forward *f, qw_pool *pool, const qw_linear *l,
+                         const float *w0, double *sums) {
+    const int64_t n = l->n_in;
+    delta_job dj = {g->delta, l->w, w0, n};
+    if (pool) {
+        qw_pool_run(pool, (size_t)l->n_out, 16, delta_rows, &dj);
+    } else {
+        delta_rows(&dj, 0, (size_t)l->n_out, 0);
+    }
+    qw_forward_gram(f, n, l->n_out, g->delta, n, g->dtd, n);
+    const gram_rows rows = {g->gram, g->dtd, n};
+    row_sums(pool, n, gram_row, &rows, sums);
+    double total = 0.0;
+    for (int64_t r = 0; r < n; r++) total += sums[r];
+    return total;
 }
 
 /* A candidate's Gram error is a sum over the linear's output rows, e_r = dW_r G dW_r^T, and a
@@ -478,14 +549,14 @@ static void row_split_free(row_split *rs) {
     qw_free(rs->w0);
 }
 
-/* part i's rows := Q(W0 · diag(s)) · diag(s)^-1; their Gram error */
+/* part i's rows := Q(W0 · diag(s)) · diag(s)^-1; their Gram error (sums as for gram_error) */
 static double row_part_error(const qw_awq_params *p, gram_loss *g, const qw_forward *f,
-                             row_split *rs, int i, bool ignored, const float *s) {
+                             row_split *rs, int i, bool ignored, const float *s, double *sums) {
     qw_linear *part = &rs->part[i];
     if (part->n_out == 0) return 0.0;
     float *const w0 = rs->w0 + (part->w - rs->w);
     fake_quantize_scaled(p, &part, &ignored, &w0, 1, s);
-    return gram_error(g, f, part, w0);
+    return gram_error(g, f, p->pool, part, w0, sums);
 }
 
 /* ---- ranking on a subset of the tokens ----------------------------------------------------------
@@ -635,15 +706,27 @@ static bool split_init(split *sp, const search_state *st, int64_t in_width, int6
 #define PRUNE_Z 4.0
 #define PRUNE_Z_FINALS 3.0
 
-/* the squared error of `rows` rows of `width` values, also summed per batch of rows */
-static double batched_error(const float *a, const float *b, int64_t rows, int64_t width,
-                            int n_batches, double *by_batch) {
+typedef struct error_rows {
+    const float *a, *b;
+    int64_t width;
+} error_rows;
+
+static double error_row(const void *ctx, int64_t r) {
+    const error_rows *e = ctx;
+    return squared_error(e->a + r * e->width, e->b + r * e->width, e->width);
+}
+
+/* the squared error of `rows` rows of `width` values, also summed per batch of rows; sums:
+ * scratch for `rows` values */
+static double batched_error(qw_pool *pool, const float *a, const float *b, int64_t rows,
+                            int64_t width, int n_batches, double *by_batch, double *sums) {
+    const error_rows e = {a, b, width};
+    row_sums(pool, rows, error_row, &e, sums);
     double total = 0.0;
     for (int j = 0; j < n_batches; j++) by_batch[j] = 0.0;
     for (int64_t r = 0; r < rows; r++) {
-        const double e = squared_error(a + r * width, b + r * width, width);
-        by_batch[r * n_batches / rows] += e;
-        total += e;
+        by_batch[r * n_batches / rows] += sums[r];
+        total += sums[r];
     }
     return total;
 }
@@ -700,8 +783,8 @@ static qw_status candidate_error(search_state *part, const qw_awq_params *p, con
     fake_quantize_scaled(p, m->balance, m->ignored, saved, m->n_balance, s);
     status = run_parent(part, m, part->y, err);
     if (status == QW_OK) {
-        *error = batched_error(part->y_ref, part->y, part->n_tokens, part->out_width, n_batches,
-                               by_batch);
+        *error = batched_error(p->pool, part->y_ref, part->y, part->n_tokens, part->out_width,
+                               n_batches, by_batch, part->sums);
     }
     return status;
 }
@@ -721,7 +804,9 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
     float *w_mean = qw_malloc_array((size_t)width, sizeof *w_mean);
     float *s = qw_malloc_array((size_t)width, sizeof *s);
     float *best = qw_malloc_array((size_t)width, sizeof *best);
-    qw_status status = x_mean && w_mean && s && best ? QW_OK : oom(err);
+    st->sums = qw_malloc_array((size_t)(st->n_tokens > width ? st->n_tokens : width),
+                               sizeof *st->sums);
+    qw_status status = x_mean && w_mean && s && best && st->sums ? QW_OK : oom(err);
     for (int i = 0; status == QW_OK && i < n_balance; i++) {
         const size_t count = (size_t)(balance[i]->n_out * balance[i]->n_in);
         saved[i] = qw_malloc_array(count, sizeof *saved[i]);
@@ -802,8 +887,9 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
             status = qw_check_cancel(reporter, err);
             if (status != QW_OK) break;
             candidate_scales(x_mean, w_mean, width, grid[k], s);
-            const double heavy = row_part_error(p, &gram, st->f, &rs, 0, ignored[0], s);
-            const double sampled = row_part_error(p, &gram, st->f, &rs, 1, ignored[0], s);
+            const double heavy = row_part_error(p, &gram, st->f, &rs, 0, ignored[0], s, st->sums);
+            const double sampled =
+                row_part_error(p, &gram, st->f, &rs, 1, ignored[0], s, st->sums);
             sum[k] = heavy + rs.weight * sampled; /* the estimate, to rank by */
             rows_sampled[k] = heavy + sampled;
         }
@@ -818,10 +904,11 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
             if (status != QW_OK) break;
             candidate_scales(x_mean, w_mean, width, grid[k], s);
             if (rows_ranked) {
-                sum[k] = rows_sampled[k] + row_part_error(p, &gram, st->f, &rs, 2, ignored[0], s);
+                sum[k] = rows_sampled[k] +
+                         row_part_error(p, &gram, st->f, &rs, 2, ignored[0], s, st->sums);
             } else {
                 fake_quantize_scaled(p, balance, ignored, saved, n_balance, s);
-                sum[k] = gram_error(&gram, st->f, balance[0], saved[0]);
+                sum[k] = gram_error(&gram, st->f, p->pool, balance[0], saved[0], st->sums);
             }
         }
     } else {
@@ -889,6 +976,8 @@ static qw_status search_mapping(search_state *st, const qw_awq_params *p, const 
     qw_free(w_mean);
     qw_free(s);
     qw_free(best);
+    qw_free(st->sums);
+    st->sums = NULL;
     return status;
 }
 
@@ -971,7 +1060,7 @@ static qw_status smooth_moe(const qw_forward *f, qw_block *b, const float *mlp_i
         rep->name = "post_attention_layernorm -> router, experts' gate/up, shared expert";
         const awq_target t = {rep->name, b->ffn_norm, NULL, balance, ignored, n_balance,
                               PARENT_MLP, NULL};
-        search_state st = {f, b, n_seq, seq_len, n, mlp_in, d, y_ref, y, false};
+        search_state st = {f, b, n_seq, seq_len, n, mlp_in, d, y_ref, y, false, NULL};
         status = search_mapping(&st, p, &t, reporter, rep, err);
     }
     /* each expert's up -> down on its own tokens; reported as their token-weighted mean */
@@ -992,7 +1081,7 @@ static qw_status smooth_moe(const qw_forward *f, qw_block *b, const float *mlp_i
         const bool not_ignored = false;
         const awq_target t = {sum->name, NULL, &ex->up, &down, &not_ignored, 1, PARENT_DOWN,
                               down};
-        search_state st = {f, b, n_seq, seq_len, rows, input, d, y_ref, y, false};
+        search_state st = {f, b, n_seq, seq_len, rows, input, d, y_ref, y, false, NULL};
         qw_awq_mapping_report one = {0};
         status = search_mapping(&st, p, &t, reporter, &one, err);
         if (status == QW_OK) {
@@ -1007,7 +1096,7 @@ static qw_status smooth_moe(const qw_forward *f, qw_block *b, const float *mlp_i
         const bool not_ignored = false;
         const awq_target t = {rep->name, NULL, &m->shared.up, &down, &not_ignored, 1,
                               PARENT_DOWN, down};
-        search_state st = {f, b, n_seq, seq_len, n, shared_in, d, y_ref, y, false};
+        search_state st = {f, b, n_seq, seq_len, n, shared_in, d, y_ref, y, false, NULL};
         status = search_mapping(&st, p, &t, reporter, rep, err);
     }
     qw_free(ids);
@@ -1070,7 +1159,7 @@ qw_status qw_awq_smooth_block(const qw_forward *f, qw_block *b, const float *hid
             continue;
         }
         /* every parent (attention, o_proj, mlp, down_proj) writes hidden-size rows */
-        search_state st = {f, b, n_seq, seq_len, n, inputs[m->input], d, y_ref, y, false};
+        search_state st = {f, b, n_seq, seq_len, n, inputs[m->input], d, y_ref, y, false, NULL};
         if (m->parent == PARENT_ATTENTION && attn_ref_ready) {
             st.ref_ready = true;
         } else if (m->parent == PARENT_MLP) {
