@@ -443,23 +443,29 @@ static void delta_rows(void *ctx, size_t begin, size_t end, int worker) {
     for (size_t i = begin * n_in; i < end * n_in; i++) j->delta[i] = j->w[i] - j->w0[i];
 }
 
-/* the squared output error of weights l->w against the originals w0, summed over the tokens
- * and l's output rows; sums: scratch for l->n_in values */
-static double gram_error(gram_loss *g, const qw_forward *f, qw_pool *pool, const qw_linear *l,
-                         const float *w0, double *sums) {
-    const int64_t n = l->n_in;
-    delta_job dj = {g->delta, l->w, w0, n};
-    if (pool) {
-        qw_pool_run(pool, (size_t)l->n_out, 16, delta_rows, &dj);
-    } else {
-        delta_rows(&dj, 0, (size_t)l->n_out, 0);
-    }
-    qw_forward_gram(f, n, l->n_out, g->delta, n, g->dtd, n);
+/* the squared output error of the weight change in g->delta's first n_rows rows of n, summed
+ * over the tokens: tr(G dW^T dW); sums: scratch for n values */
+static double gram_delta_error(gram_loss *g, const qw_forward *f, qw_pool *pool, int64_t n_rows,
+                               int64_t n, double *sums) {
+    qw_forward_gram(f, n, n_rows, g->delta, n, g->dtd, n);
     const gram_rows rows = {g->gram, g->dtd, n};
     row_sums(pool, n, gram_row, &rows, sums);
     double total = 0.0;
     for (int64_t r = 0; r < n; r++) total += sums[r];
     return total;
+}
+
+/* the squared output error of weights l->w against the originals w0, summed over the tokens
+ * and l's output rows (sums as above) */
+static double gram_error(gram_loss *g, const qw_forward *f, qw_pool *pool, const qw_linear *l,
+                         const float *w0, double *sums) {
+    delta_job dj = {g->delta, l->w, w0, l->n_in};
+    if (pool) {
+        qw_pool_run(pool, (size_t)l->n_out, 16, delta_rows, &dj);
+    } else {
+        delta_rows(&dj, 0, (size_t)l->n_out, 0);
+    }
+    return gram_delta_error(g, f, pool, l->n_out, l->n_in, sums);
 }
 
 /* A candidate's Gram error is a sum over the linear's output rows, e_r = dW_r G dW_r^T, and a
@@ -480,8 +486,10 @@ static double gram_error(gram_loss *g, const qw_forward *f, qw_pool *pool, const
 #define ROWS_KEEP 5
 
 typedef struct row_split {
-    qw_linear part[3]; /* views of w: the heavy rows, the sampled ones, the others */
-    float *w, *w0;     /* working weights and the originals, rows in that order */
+    int64_t *rows;     /* the linear's row numbers: the heavy rows, the sampled ones, the others */
+    int64_t first[4];  /* part i is rows[first[i]] .. rows[first[i + 1] - 1] */
+    const float *w0;   /* the original weights */
+    int64_t n_in;
     float weight;      /* how many rows each sampled one stands for */
 } row_split;
 
@@ -506,18 +514,19 @@ static bool row_split_init(row_split *rs, const qw_int4_scheme *scheme, const fl
     const int64_t every = 2 * (int64_t)stride, n_heavy = n_out / stride;
     const int64_t n_sampled = (n_out - n_heavy + every - 1) / every;
     row_rank *rank = qw_malloc_array((size_t)n_out, sizeof *rank);
-    rs->w = qw_malloc_array((size_t)(n_out * n_in), sizeof *rs->w);
-    rs->w0 = qw_malloc_array((size_t)(n_out * n_in), sizeof *rs->w0);
-    if (!rank || !rs->w || !rs->w0) {
+    float *plain = qw_malloc_array((size_t)n_in, sizeof *plain); /* one plainly rounded row */
+    rs->rows = qw_malloc_array((size_t)n_out, sizeof *rs->rows);
+    if (!rank || !plain || !rs->rows) {
         qw_free(rank);
+        qw_free(plain);
         return false;
     }
-    for (int64_t r = 0; r < n_out; r++) { /* w as scratch for one plainly rounded row */
-        memcpy(rs->w, w0 + r * n_in, (size_t)n_in * sizeof *w0);
-        qw_int4_fake_quantize_row(scheme, rs->w, n_in);
+    for (int64_t r = 0; r < n_out; r++) {
+        memcpy(plain, w0 + r * n_in, (size_t)n_in * sizeof *w0);
+        qw_int4_fake_quantize_row(scheme, plain, n_in);
         double e = 0.0;
         for (int64_t c = 0; c < n_in; c++) {
-            const double d = (double)rs->w[c] - (double)w0[r * n_in + c];
+            const double d = (double)plain[c] - (double)w0[r * n_in + c];
             e += (double)gram[c * n_in + c] * d * d;
         }
         rank[r] = (row_rank){e, r};
@@ -528,35 +537,58 @@ static bool row_split_init(row_split *rs, const qw_int4_scheme *scheme, const fl
     for (int pass = 0; pass < 3; pass++) { /* heavy, sampled (every every-th other), the rest */
         for (int64_t i = 0; i < n_out; i++) {
             const int in = i < n_heavy ? 0 : (i - n_heavy) % every == 0 ? 1 : 2;
-            if (in != pass) continue;
-            memcpy(rs->w0 + to * n_in, w0 + rank[i].row * n_in, (size_t)n_in * sizeof *w0);
-            to++;
+            if (in == pass) rs->rows[to++] = rank[i].row;
         }
     }
     qw_free(rank);
-    const int64_t rows[3] = {n_heavy, n_sampled, n_out - n_heavy - n_sampled};
-    int64_t first = 0;
-    for (int i = 0; i < 3; i++) {
-        rs->part[i] = (qw_linear){rs->w + first * n_in, NULL, rows[i], n_in};
-        first += rows[i];
-    }
+    qw_free(plain);
+    rs->first[0] = 0;
+    rs->first[1] = n_heavy;
+    rs->first[2] = n_heavy + n_sampled;
+    rs->first[3] = n_out;
+    rs->w0 = w0;
+    rs->n_in = n_in;
     rs->weight = (float)every;
     return true;
 }
 
-static void row_split_free(row_split *rs) {
-    qw_free(rs->w);
-    qw_free(rs->w0);
+static void row_split_free(row_split *rs) { qw_free(rs->rows); }
+
+typedef struct row_delta_job {
+    const qw_int4_scheme *scheme;
+    const row_split *rs;
+    const int64_t *rows; /* the part's */
+    const float *s;
+    float *delta;
+} row_delta_job;
+
+/* delta's rows k := Q(W0_r · diag(s)) · diag(s)^-1 - W0_r, r the part's k-th row */
+static void row_deltas(void *ctx, size_t begin, size_t end, int worker) {
+    (void)worker;
+    const row_delta_job *j = ctx;
+    const int64_t n_in = j->rs->n_in;
+    for (size_t k = begin; k < end; k++) {
+        const float *w0 = j->rs->w0 + j->rows[k] * n_in;
+        float *d = j->delta + (int64_t)k * n_in;
+        qw_int4_fake_quantize_scaled_row(j->scheme, w0, j->s, n_in, d);
+        for (int64_t c = 0; c < n_in; c++) d[c] -= w0[c];
+    }
 }
 
-/* part i's rows := Q(W0 · diag(s)) · diag(s)^-1; their Gram error (sums as for gram_error) */
+/* the Gram error of part i's rows fake-quantized with scales s (sums as for gram_error); an
+ * ignored linear is only scaled, which changes nothing */
 static double row_part_error(const qw_awq_params *p, gram_loss *g, const qw_forward *f,
-                             row_split *rs, int i, bool ignored, const float *s, double *sums) {
-    qw_linear *part = &rs->part[i];
-    if (part->n_out == 0) return 0.0;
-    float *const w0 = rs->w0 + (part->w - rs->w);
-    fake_quantize_scaled(p, &part, &ignored, &w0, 1, s);
-    return gram_error(g, f, p->pool, part, w0, sums);
+                             const row_split *rs, int i, bool ignored, const float *s,
+                             double *sums) {
+    const int64_t n_rows = rs->first[i + 1] - rs->first[i], n = rs->n_in;
+    if (n_rows == 0 || ignored) return 0.0;
+    row_delta_job job = {&p->scheme, rs, rs->rows + rs->first[i], s, g->delta};
+    if (p->pool) {
+        qw_pool_run(p->pool, (size_t)n_rows, 16, row_deltas, &job);
+    } else {
+        row_deltas(&job, 0, (size_t)n_rows, 0);
+    }
+    return gram_delta_error(g, f, p->pool, n_rows, n, sums);
 }
 
 /* ---- ranking on a subset of the tokens ----------------------------------------------------------

@@ -58,14 +58,15 @@ def models(tmp_path_factory):
 
 
 def run_awq(model, tmp_path, duo="on", dtype="f32", sym=False, n_seq=N_SEQ, seq_len=SEQ_LEN,
-            rank_stride=1):
+            rank_stride=1, ignored=0):
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
     rng = np.random.default_rng(7)
     rng.integers(0, vocab, (n_seq, seq_len), dtype=np.int32).tofile(tmp_path / "calib.i32")
     rng.integers(0, vocab, (n_seq, seq_len), dtype=np.int32).tofile(tmp_path / "held.i32")
     proc = subprocess.run([str(tool("awq_block")), str(model), str(tmp_path / "calib.i32"),
                            str(tmp_path / "held.i32"), str(n_seq), str(seq_len), "128",
-                           str(int(sym)), duo, dtype, str(rank_stride)], capture_output=True,
+                           str(int(sym)), duo, dtype, str(rank_stride), str(ignored)],
+                          capture_output=True,
                           text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -178,3 +179,22 @@ def test_ranking_on_a_subset_keeps_the_choice(models, tmp_path, name, seq_len):
           f"candidate; plain rounding ruled out on the subset in {pruned}")
     assert same >= total - 1
     assert pruned > 0  # the boosted channels leave plain rounding far behind
+
+
+DOWN_PROJ = 1 << 6  # qw_awq_params.ignored: bit i of q, k, v, o, gate, up, down
+
+
+@pytest.mark.parametrize("rank_stride", [1, 4])
+def test_an_ignored_linear_parent_has_no_error(models, tmp_path, rank_stride):
+    """With down_proj left unquantized (ignore), up_proj -> down_proj still folds scales (up_proj
+    is quantized), but no candidate changes down_proj's output: every error is 0, and the first
+    candidate (plain rounding, scale 1) is kept. The wide model's 512-row down_proj on 16 x 96
+    tokens goes through the Gram matrix, ranked on a sample of its rows with rank_stride 4."""
+    blocks = run_awq(models["wide"], tmp_path, n_seq=16, seq_len=96, rank_stride=rank_stride,
+                     ignored=DOWN_PROJ)
+    for blk in blocks:
+        up_down = blk["mappings"][3]
+        assert up_down["name"] == "up_proj -> down_proj"
+        assert up_down["loss"] == 0.0 and up_down["loss_plain"] == 0.0, up_down
+        assert up_down["ratio"] == 0.0 and not up_down["duo"], up_down
+        assert blk["identity_error"] < 1e-5, blk

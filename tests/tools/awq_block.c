@@ -3,9 +3,10 @@
  * what the Python tests judge it by.
  *
  *   awq_block <model> <calib.i32> <heldout.i32> <n_seq> <seq_len> <group> <sym 0|1>
- *             <duo off|on|both> <f32|f16|bf16> [rank_stride]
+ *             <duo off|on|both> <f32|f16|bf16> [rank_stride [ignored]]
  *
- * rank_stride (default 1, every candidate judged on every token) is qw_awq_params.rank_stride.
+ * rank_stride (default 1, every candidate judged on every token) is qw_awq_params.rank_stride;
+ * ignored (default 0) is qw_awq_params.ignored, the linears the search only scales.
  * Both id files hold n_seq * seq_len int32 ids. Per block, one line:
  *   {"layer": L, "mappings": [{"name", "skipped", "ratio", "duo", "loss", "loss_plain"}...],
  *    "identity_error": max |smoothed(x) - original(x)| / max |original(x)| (unquantized),
@@ -159,17 +160,17 @@ static qw_status run(const args *a, qw_error *err) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 10 && argc != 11) {
+    if (argc < 10 || argc > 12) {
         fprintf(stderr,
                 "usage: %s <model> <calib.i32> <heldout.i32> <n_seq> <seq_len> <group> <sym> "
                 "<duo off|on|both> <f32|f16|bf16> [rank_stride (default 1: every candidate on "
-                "every token)]\n",
+                "every token) [ignored (bit i: q, k, v, o, gate, up, down)]]\n",
                 argv[0]);
         return 2;
     }
     args a = {argv[1], argv[2], argv[3], atoll(argv[4]), atoll(argv[5]),
-              {{atoll(argv[6]), atoi(argv[7]) != 0, QW_QTYPE_F32}, QW_AWQ_DUO_ON, 20, 0, NULL,
-               argc == 11 ? atoi(argv[10]) : 1}};
+              {{atoll(argv[6]), atoi(argv[7]) != 0, QW_QTYPE_F32}, QW_AWQ_DUO_ON, 20,
+               argc > 11 ? (unsigned)atoi(argv[11]) : 0u, NULL, argc > 10 ? atoi(argv[10]) : 1}};
     a.params.duo = strcmp(argv[8], "off") == 0    ? QW_AWQ_DUO_OFF
                    : strcmp(argv[8], "both") == 0 ? QW_AWQ_DUO_BOTH
                                                   : QW_AWQ_DUO_ON;
