@@ -725,7 +725,20 @@ qw_status qw_sliding_layers(const json_t *config, const qw_hparams *hp, int64_t 
     }
     const int64_t period = hp->sliding_window_pattern > 0 ? hp->sliding_window_pattern
                                                           : default_period;
-    for (int64_t i = 0; i < n; i++) sliding[i] = period > 0 && (i + 1) % period != 0;
+    if (period > 0) {
+        for (int64_t i = 0; i < n; i++) sliding[i] = (i + 1) % period != 0;
+        return QW_OK;
+    }
+    /* Qwen2, Qwen3: the layers from max_window_layers on (transformers' default layer_types);
+     * Mistral: every layer */
+    int64_t first = 0;
+    QW_TRY(qw_json_get_int(config, "max_window_layers", "config.json", &first, NULL, err));
+    if (first < 0) {
+        return qw_fail_at(err, QW_ERR_CORRUPT, "max_window_layers", -1,
+                          "config.json: max_window_layers %lld is not a layer count",
+                          (long long)first);
+    }
+    for (int64_t i = 0; i < n; i++) sliding[i] = i >= first;
     return QW_OK;
 }
 

@@ -200,10 +200,12 @@ qw_status qw_arch_map_tensor_part(const qw_arch *arch, const qw_hparams *hp, con
                                   qw_transform *transform, bool *drop, int64_t *expert,
                                   qw_error *err);
 
-/* Which of n_layer layers use sliding-window attention (Gemma 2/3), into sliding[n_layer]:
- * config.json's layer_types when given, else all but every period-th layer, the period being
- * sliding_window_pattern when set, else default_period. A layer_types list of another length,
- * or with an entry other than "sliding_attention" / "full_attention", is an error naming it. */
+/* Which of n_layer layers use sliding-window attention, into sliding[n_layer]: config.json's
+ * layer_types when given; else all but every period-th layer (Gemma 2/3), the period being
+ * sliding_window_pattern when set, else default_period; else, with no period, the layers from
+ * max_window_layers on (Qwen2/3; 0 when absent: every layer, as Mistral). A layer_types list
+ * of another length, or with an entry other than "sliding_attention" / "full_attention", or a
+ * max_window_layers that is not a count, is an error naming it. */
 qw_status qw_sliding_layers(const json_t *config, const qw_hparams *hp, int64_t default_period,
                             bool *sliding, qw_error *err);
 

@@ -208,8 +208,9 @@ typedef struct cm_plan {
     int64_t window;            /* keys window or more positions before the query are masked
                                 * (sliding_window); 0 = none, or a window the program's
                                 * seq_length never reaches */
-    bool *sliding;             /* Gemma 2/3 [n_layer]: the layer is a sliding one (the window,
-                                * and Gemma 3's local rope); NULL: the window is on every layer */
+    bool *sliding;             /* [n_layer]: the layer is a sliding one (the window, and Gemma
+                                * 3's local rope): Gemma 2/3's pattern, Qwen2's layers from
+                                * max_window_layers; NULL: the window is on every layer */
     bool local_rope;           /* Gemma 3: the sliding layers use their own rope */
     double rope_theta_local;   /* the local layers' base (rope_local_base_freq), unscaled */
     bool fused;                /* Phi-3: qkv_proj and gate_up_proj, split after the product */
@@ -461,11 +462,16 @@ static qw_status check_config(cm_plan *p, const json_t *config, qw_error *err) {
         }
     }
     /* Mistral, Phi-3 and Gemma 2/3 mask keys past their window; Qwen2's configs state one
-     * and switch it off with use_sliding_window */
+     * and switch it off with use_sliding_window, or on for the layers from max_window_layers */
     if (hp->has_sliding_window && hp->sliding_window > 0 &&
         hp->sliding_window < p->settings.seq_length &&
         !json_is_false(json_object_get(config, "use_sliding_window"))) {
         p->window = hp->sliding_window;
+        if (!p->sliding) {
+            p->sliding = qw_calloc((size_t)hp->n_layer, sizeof *p->sliding);
+            if (!p->sliding) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
+            QW_TRY(qw_sliding_layers(config, hp, 0, p->sliding, err));
+        }
     }
     if (hp->has_attn_softcap) p->attn_softcap = hp->attn_softcap;
     if (hp->has_final_softcap) p->final_softcap = hp->final_softcap;

@@ -330,7 +330,7 @@ static qw_status pick_family(const json_t *config, const fwd_family **out, qw_er
 }
 
 /* Which layers the sliding window masks (qw_sliding_layers; the family's period: Gemma 2 even
- * layers, Gemma 3 all but every sliding_window_pattern-th) */
+ * layers, Gemma 3 all but every sliding_window_pattern-th; else max_window_layers) */
 static qw_status sliding_layers(qw_forward *f, const json_t *config, qw_error *err) {
     const int64_t n = f->hp.n_layer;
     f->sliding = qw_calloc((size_t)(n > 0 ? n : 1), sizeof *f->sliding);
@@ -426,10 +426,11 @@ qw_status qw_forward_create(const qw_hf_view *view, int n_threads, qw_forward **
         st = family_scales(f, config, err);
     }
     if (st == QW_OK) {
-        /* Mistral masks beyond its window; Qwen2/3 state a window but switch it off */
+        /* Mistral masks beyond its window; Qwen2/3 state a window but switch it off, or on
+         * for their layers from max_window_layers */
         const json_t *use = json_object_get(config, "use_sliding_window");
         if (hp->sliding_window > 0 && !json_is_false(use)) f->sliding_window = hp->sliding_window;
-        if (f->fam->slide_period > 0) st = sliding_layers(f, config, err);
+        if (f->fam->slide_period > 0 || f->sliding_window > 0) st = sliding_layers(f, config, err);
     }
     if (st == QW_OK) st = rope_frequencies(f, err);
     f->embed = find_tensor(view, "model.embed_tokens.weight", true, &st, err);

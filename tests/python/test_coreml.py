@@ -48,9 +48,10 @@ WINDOW = 5
 # Mixture-of-experts layers: Mixtral's (top 2 of 4, renormalized), Qwen2-MoE's (not
 # renormalized, with a gated shared expert) and Qwen3-MoE's (top 3 of 8, renormalized, next to
 # a dense layer as mlp_only_layers makes it).
-# Mistral, Phi-3 and Gemma 2/3 have a sliding window of WINDOW tokens, shorter than the test's
-# sequences: on every layer (mistral, phi3), on the even layers (gemma2), on the layers
-# layer_types names (gemma3).
+# Mistral, Phi-3, Gemma 2/3 and Qwen2 have a sliding window of WINDOW tokens, shorter than the
+# test's sequences: on every layer (mistral, phi3), on the even layers (gemma2), on the layers
+# layer_types names (gemma3), on the layers from max_window_layers (qwen2: its second); Qwen3
+# states one and switches it off (use_sliding_window false).
 CHECKPOINTS = {
     "llama": dict(family="llama", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
                   heads=4, kv_heads=2,
@@ -58,7 +59,9 @@ CHECKPOINTS = {
                                 "high_freq_factor": 4.0,
                                 "original_max_position_embeddings": 16}),
     "qwen2": dict(family="qwen2", tokenizer="llama2", tied=True, dtype="bf16", hidden=128,
-                  heads=4, kv_heads=2),
+                  heads=4, kv_heads=2,
+                  config_overrides={"use_sliding_window": True, "sliding_window": WINDOW,
+                                    "max_window_layers": 1}),
     "qwen3": dict(family="qwen3", tokenizer="llama2", tied=False, shards=2, dtype="bf16",
                   hidden=64, heads=4, kv_heads=2, intermediate=128),
     "mistral": dict(family="mistral", tokenizer="llama2", tied=False, dtype="f32", hidden=160,

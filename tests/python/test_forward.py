@@ -32,6 +32,11 @@ CASES = {
     "mistral_window": dict(family="mistral", tokenizer="llama2", tied=False, dtype="bf16",
                            hidden=128, heads=4, kv_heads=2, intermediate=256, layers=2,
                            config_overrides={"sliding_window": 5}),
+    # Qwen2's window switched on, on the layers from max_window_layers up: layer 1, not 0
+    "qwen2_window": dict(family="qwen2", tokenizer="qwen3", tied=False, dtype="bf16",
+                         hidden=128, heads=4, kv_heads=2, intermediate=256, layers=2,
+                         config_overrides={"use_sliding_window": True, "sliding_window": 5,
+                                           "max_window_layers": 1}),
     # linear rope scaling
     "llama_linear": dict(family="llama", tokenizer="llama3", tied=False, dtype="bf16",
                          hidden=128, heads=4, kv_heads=2, layers=2,

@@ -682,6 +682,25 @@ TEST(sliding_layers) {
     CHECK_EQ_INT(qw_sliding_layers(c, &hp, 6, sliding, &err), QW_ERR_UNSUPPORTED_INPUT);
     CHECK(strstr(err.message, "layer_types[1]") != NULL);
     json_decref(c);
+    /* no period: Qwen2/3's layers from max_window_layers, else every layer (Mistral) */
+    hp.n_layer = 4;
+    hp.sliding_window_pattern = 0;
+    c = parse("{\"max_window_layers\":3}");
+    CHECK_OK(qw_sliding_layers(c, &hp, 0, sliding, &err), &err);
+    for (int i = 0; i < 4; i++) CHECK(sliding[i] == (i >= 3));
+    json_decref(c);
+    c = parse("{}");
+    CHECK_OK(qw_sliding_layers(c, &hp, 0, sliding, &err), &err);
+    for (int i = 0; i < 4; i++) CHECK(sliding[i]);
+    json_decref(c);
+    c = parse("{\"max_window_layers\":-1}");
+    CHECK_EQ_INT(qw_sliding_layers(c, &hp, 0, sliding, &err), QW_ERR_CORRUPT);
+    CHECK(strstr(err.message, "max_window_layers") != NULL);
+    json_decref(c);
+    c = parse("{\"max_window_layers\":\"28\"}");
+    CHECK_EQ_INT(qw_sliding_layers(c, &hp, 0, sliding, &err), QW_ERR_CORRUPT);
+    CHECK(strstr(err.message, "max_window_layers") != NULL);
+    json_decref(c);
 }
 
 /* longrope's cos/sin scale: given, or from the extension factor, or 1 */
