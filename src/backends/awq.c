@@ -1434,8 +1434,7 @@ static qw_status awq_check_model(const qw_model *m, qw_error *err) {
     static const char *const FAMILIES[] = {"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe",
                                            "gemma", "gemma2", "gemma3", "phi3"};
     const char *arch = m->arch ? m->arch->name : m->arch_name;
-    const json_t *type = m->config ? json_object_get(m->config, "model_type") : NULL;
-    const bool multimodal = json_is_string(type) && strcmp(json_string_value(type), "gemma3") == 0;
+    const bool multimodal = m->multimodal;
     for (size_t i = 0; arch && !multimodal && i < sizeof FAMILIES / sizeof FAMILIES[0]; i++) {
         if (strcmp(arch, FAMILIES[i]) == 0) return QW_OK;
     }

@@ -2443,11 +2443,10 @@ static qw_status coreml_execute(const qw_run_context *ctx, const qw_plan *plan,
 }
 
 /* A model of another family is refused when the quantizer is created, naming the written ones;
- * so is Gemma 3's multimodal checkpoint (config model_type "gemma3", the text model nested), whose
- * text model alone (Gemma3ForCausalLM, "gemma3_text") is written. */
+ * so is a multimodal checkpoint (Gemma 3's, the text model nested), whose text model alone
+ * (Gemma3ForCausalLM, "gemma3_text") is written. */
 static qw_status coreml_check_model(const qw_model *m, qw_error *err) {
-    const json_t *type = m->config ? json_object_get(m->config, "model_type") : NULL;
-    const bool multimodal = json_is_string(type) && strcmp(json_string_value(type), "gemma3") == 0;
+    const bool multimodal = m->multimodal;
     if (family_of(m) && !multimodal) return QW_OK;
     const char *arch = m->arch ? m->arch->name : m->arch_name;
     return qw_fail_at(err, QW_ERR_UNSUPPORTED_ARCH, "architecture", -1,

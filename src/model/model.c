@@ -312,6 +312,7 @@ static qw_status open_hf(qw_model *m, const char *dir, qw_reporter *r, qw_error 
     json_decref(text_config);
     qw_free(config_path);
     QW_TRY(st);
+    m->multimodal = nested;
     m->arch_name = qw_strdup(m->arch->name);
     if (!m->arch_name) return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory");
     qw_log(r, QW_LOG_INFO, "%s: %s architecture, %lld layers, hidden size %lld", dir,

@@ -45,6 +45,8 @@ typedef struct qw_model {
     char *arch_name;        /* GGUF architecture name */
     qw_hparams hparams;
     json_t *config;         /* HF: config.json */
+    bool multimodal;        /* HF: the config nests the text model's in another model's (Gemma
+                             * 3's multimodal checkpoint), its tensors under other names */
     json_t *generation_config; /* HF: generation_config.json, or NULL */
     qw_vocab *vocab;        /* HF: the tokenizer as GGUF stores it */
     qw_gguf *gguf;          /* GGUF: the file */
