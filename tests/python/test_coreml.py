@@ -48,10 +48,10 @@ WINDOW = 5
 # Mixture-of-experts layers: Mixtral's (top 2 of 4, renormalized), Qwen2-MoE's (not
 # renormalized, with a gated shared expert) and Qwen3-MoE's (top 3 of 8, renormalized, next to
 # a dense layer as mlp_only_layers makes it).
-# Mistral, Phi-3, Gemma 2/3 and Qwen2 have a sliding window of WINDOW tokens, shorter than the
-# test's sequences: on every layer (mistral, phi3), on the even layers (gemma2), on the layers
-# layer_types names (gemma3), on the layers from max_window_layers (qwen2: its second); Qwen3
-# states one and switches it off (use_sliding_window false).
+# Mistral, Phi-3 and Gemma 2/3 have a sliding window of WINDOW tokens, shorter than the test's
+# sequences: on every layer (mistral, phi3), on the even layers (gemma2), on the layers
+# layer_types names (gemma3); Qwen2 and Qwen3 state one and switch it off (use_sliding_window
+# false), except in WINDOWED.
 CHECKPOINTS = {
     "llama": dict(family="llama", tokenizer="llama2", tied=True, dtype="bf16", hidden=64,
                   heads=4, kv_heads=2,
@@ -59,9 +59,7 @@ CHECKPOINTS = {
                                 "high_freq_factor": 4.0,
                                 "original_max_position_embeddings": 16}),
     "qwen2": dict(family="qwen2", tokenizer="llama2", tied=True, dtype="bf16", hidden=128,
-                  heads=4, kv_heads=2,
-                  config_overrides={"use_sliding_window": True, "sliding_window": WINDOW,
-                                    "max_window_layers": 1}),
+                  heads=4, kv_heads=2),
     "qwen3": dict(family="qwen3", tokenizer="llama2", tied=False, shards=2, dtype="bf16",
                   hidden=64, heads=4, kv_heads=2, intermediate=128),
     "mistral": dict(family="mistral", tokenizer="llama2", tied=False, dtype="f32", hidden=160,
@@ -92,6 +90,14 @@ CHECKPOINTS = {
                  config_overrides={"original_max_position_embeddings": SEQ_LENGTH,
                                    "sliding_window": WINDOW}),
 }
+# Qwen2 with its window switched on, for the layers from max_window_layers (its second): judged
+# against transformers only (the GGUF qwodel writes of a Qwen2 carries no window)
+WINDOWED = {
+    "qwen2_window": dict(family="qwen2", tokenizer="llama2", tied=True, dtype="bf16", hidden=128,
+                         heads=4, kv_heads=2,
+                         config_overrides={"use_sliding_window": True, "sliding_window": WINDOW,
+                                           "max_window_layers": 1}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +109,8 @@ def packages(qwodel_bin, tmp_path_factory):
     def get(key, fmt, *extra):
         ck_key = ("ck", key)
         if ck_key not in made:
-            made[ck_key] = hf_fixtures.make_checkpoint(root / "ck" / key, **CHECKPOINTS[key])
+            made[ck_key] = hf_fixtures.make_checkpoint(root / "ck" / key,
+                                                       **{**CHECKPOINTS, **WINDOWED}[key])
         k = (key, fmt, extra)
         if k not in made:
             out = root / f"out-{len(made)}"
@@ -370,7 +377,7 @@ def hf_logits(ck, ids, mask):
     return out.logits.float().numpy()
 
 
-@pytest.mark.parametrize("key", sorted(CHECKPOINTS))
+@pytest.mark.parametrize("key", sorted(CHECKPOINTS) + sorted(WINDOWED))
 def test_program_matches_transformers(packages, key):
     pkg = packages(key, "float16")
     ck = packages.checkpoint(key)
