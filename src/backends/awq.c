@@ -828,7 +828,7 @@ typedef struct out_state {
     size_t shard;    /* open shard, or SIZE_MAX */
     void *chunk;     /* conversion buffer */
     size_t chunk_bytes;
-    qw_pool *pool;   /* splits a linear's rows; NULL: one thread */
+    qw_pool *pool;   /* splits a linear's rows (NULL: one thread) */
     linear_codes lc;
 } out_state;
 
@@ -930,7 +930,7 @@ static qw_status quantize_linear(out_state *o, const qw_hf_tensor *src, const fl
     linear_codes_free(lc);
     const qw_int4_scheme *s = &o->plan->settings.params.scheme;
     const int64_t n_out = src->n_rows, n_in = src->ne[0], groups = n_in / s->group_size;
-    const int n_threads = o->pool ? qw_pool_threads(o->pool) : 1;
+    const int n_threads = qw_pool_threads(o->pool);
     lc->codes = qw_malloc_array((size_t)(n_out * n_in), 1);
     lc->scales = qw_malloc_array((size_t)(n_out * groups), sizeof *lc->scales);
     lc->zps = qw_malloc_array((size_t)(n_out * groups), 1);
@@ -940,10 +940,8 @@ static qw_status quantize_linear(out_state *o, const qw_hf_tensor *src, const fl
         return qw_fail(err, QW_ERR_NO_MEMORY, "out of memory quantizing %s", src->name);
     }
     quantize_job job = {s, w, n_in, groups, lc};
-    if (w && o->pool) {
+    if (w) {
         qw_pool_run(o->pool, (size_t)n_out, 16, quantize_rows, &job);
-    } else if (w) {
-        quantize_rows(&job, 0, (size_t)n_out, 0);
     } else {
         for (int64_t r = 0; r < n_out; r++) { /* read into the scratch row, rounded in place */
             const qw_status st = qw_hf_tensor_read_f32(src, r, 1, lc->rows, err);

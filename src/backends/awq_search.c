@@ -276,11 +276,7 @@ static void row_sum_rows(void *ctx, size_t begin, size_t end, int worker) {
 static void row_sums(qw_pool *pool, int64_t n_rows, row_sum_fn fn, const void *ctx,
                      double *sums) {
     row_sum_job job = {fn, ctx, sums};
-    if (pool) {
-        qw_pool_run(pool, (size_t)n_rows, 16, row_sum_rows, &job);
-    } else {
-        row_sum_rows(&job, 0, (size_t)n_rows, 0);
-    }
+    qw_pool_run(pool, (size_t)n_rows, 16, row_sum_rows, &job);
 }
 
 static double squared_error(const float *a, const float *b, int64_t n) {
@@ -326,11 +322,7 @@ static void fake_quantize_scaled(const qw_awq_params *p, qw_linear *const *balan
     for (int i = 0; i < n_balance; i++) {
         if (ignored[i]) continue; /* stays as saved: scaling alone changes nothing */
         fake_quant_job job = {p, balance[i], saved[i], s};
-        if (p->pool) {
-            qw_pool_run(p->pool, (size_t)balance[i]->n_out, 16, fake_quantize_rows, &job);
-        } else {
-            fake_quantize_rows(&job, 0, (size_t)balance[i]->n_out, 0);
-        }
+        qw_pool_run(p->pool, (size_t)balance[i]->n_out, 16, fake_quantize_rows, &job);
     }
 }
 
@@ -460,11 +452,7 @@ static double gram_delta_error(gram_loss *g, const qw_forward *f, qw_pool *pool,
 static double gram_error(gram_loss *g, const qw_forward *f, qw_pool *pool, const qw_linear *l,
                          const float *w0, double *sums) {
     delta_job dj = {g->delta, l->w, w0, l->n_in};
-    if (pool) {
-        qw_pool_run(pool, (size_t)l->n_out, 16, delta_rows, &dj);
-    } else {
-        delta_rows(&dj, 0, (size_t)l->n_out, 0);
-    }
+    qw_pool_run(pool, (size_t)l->n_out, 16, delta_rows, &dj);
     return gram_delta_error(g, f, pool, l->n_out, l->n_in, sums);
 }
 
@@ -583,11 +571,7 @@ static double row_part_error(const qw_awq_params *p, gram_loss *g, const qw_forw
     const int64_t n_rows = rs->first[i + 1] - rs->first[i], n = rs->n_in;
     if (n_rows == 0 || ignored) return 0.0;
     row_delta_job job = {&p->scheme, rs, rs->rows + rs->first[i], s, g->delta};
-    if (p->pool) {
-        qw_pool_run(p->pool, (size_t)n_rows, 16, row_deltas, &job);
-    } else {
-        row_deltas(&job, 0, (size_t)n_rows, 0);
-    }
+    qw_pool_run(p->pool, (size_t)n_rows, 16, row_deltas, &job);
     return gram_delta_error(g, f, p->pool, n_rows, n, sums);
 }
 

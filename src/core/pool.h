@@ -21,7 +21,8 @@ typedef void (*qw_pool_task)(void *ctx, size_t begin, size_t end, int worker);
 /* n_threads counts the calling thread: 1 means no extra threads. */
 qw_status qw_pool_create(int n_threads, qw_pool **out, qw_error *err);
 void qw_pool_free(qw_pool *pool);
-int qw_pool_threads(const qw_pool *pool);
+int qw_pool_threads(const qw_pool *pool); /* 1 for a NULL pool */
+/* A NULL pool runs every chunk on the calling thread (worker 0), as a pool of one thread does. */
 void qw_pool_run(qw_pool *pool, size_t n_items, size_t grain, qw_pool_task task, void *ctx);
 
 #endif /* QW_POOL_H */

@@ -121,6 +121,12 @@ TEST(pool_runs_every_item_once) {
         qw_pool_run(pool, 0, 1, mark, NULL); /* nothing to do */
         qw_pool_free(pool);
     }
+    /* no pool: the calling thread runs every chunk */
+    int hits[50] = {0}, worker_of[50];
+    pool_ctx c = {hits, worker_of};
+    qw_pool_run(NULL, 50, 7, mark, &c);
+    for (int i = 0; i < 50; i++) CHECK(hits[i] == 1 && worker_of[i] == 0);
+    CHECK_EQ_INT(qw_pool_threads(NULL), 1);
     qw_pool_free(NULL);
     CHECK(qw_cpu_count() >= 1);
 }
